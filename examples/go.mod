@@ -1,0 +1,3 @@
+module github.com/shoal-run/shoal/examples
+
+go 1.26

@@ -1,0 +1,48 @@
+// Package natsx holds shoal's NATS plumbing: connecting with retry, provisioning the streams,
+// buckets and object store of the wire contract, publishing bodies with their ids, and an
+// embedded server for `shoal up` and tests.
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Connect dials url, retrying with capped exponential backoff until ctx ends, so services may
+// start before the NATS server does (as they do under docker compose). Once connected, the
+// client reconnects forever on its own.
+func Connect(ctx context.Context, url, name string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
+	}
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		nc, err := nats.Connect(url, opts...)
+		if err == nil {
+			return nc, nil
+		}
+		if !errors.Is(err, nats.ErrNoServers) && attempt > 3 {
+			return nil, fmt.Errorf("connect %s: %w", url, err)
+		}
+		log.Info("waiting for nats", "url", url, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect %s: %w (last error: %v)", url, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}

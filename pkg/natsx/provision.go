@@ -1,0 +1,131 @@
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shoal-run/shoal/pkg/protocol"
+)
+
+// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id: a publish retried within it
+// is stored once.
+const DuplicateWindow = 10 * time.Minute
+
+// Streams returns the stream configurations of the wire contract.
+func Streams(n protocol.Names) []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
+		{Name: n.SeedsStream(), Subjects: []string{n.AllSeeds()}, Retention: jetstream.LimitsPolicy, Duplicates: DuplicateWindow, Storage: jetstream.FileStorage},
+		{Name: n.TasksStream(), Subjects: []string{n.AllTasks()}, Retention: jetstream.WorkQueuePolicy, Duplicates: DuplicateWindow, Storage: jetstream.FileStorage},
+		{Name: n.CandidatesStream(), Subjects: []string{n.AllCandidates()}, Retention: jetstream.WorkQueuePolicy, Duplicates: DuplicateWindow, Storage: jetstream.FileStorage},
+		{Name: n.ResultsStream(), Subjects: []string{n.AllResults()}, Retention: jetstream.LimitsPolicy, Duplicates: DuplicateWindow, Storage: jetstream.FileStorage},
+		{Name: n.EventsStream(), Subjects: []string{n.AllEvents()}, Retention: jetstream.LimitsPolicy, MaxAge: 24 * time.Hour, Duplicates: time.Minute, Storage: jetstream.FileStorage},
+		{Name: n.DeadStream(), Subjects: []string{n.AllDead()}, Retention: jetstream.LimitsPolicy, Duplicates: DuplicateWindow, Storage: jetstream.FileStorage},
+	}
+}
+
+// Buckets returns the KV bucket configurations of the wire contract.
+func Buckets(n protocol.Names) []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{
+		{Bucket: n.RunsBucket(), History: 5, Storage: jetstream.FileStorage},
+		{Bucket: n.GeneratorsBucket(), History: 1, TTL: time.Minute, Storage: jetstream.FileStorage},
+		{Bucket: n.GPUInventoryBucket(), History: 1, Storage: jetstream.FileStorage},
+		{Bucket: n.GPULeasesBucket(), History: 1, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage},
+	}
+}
+
+// Provision creates or updates every stream, bucket and object store shoal uses. It is
+// idempotent: every service calls it at start, whichever comes up first.
+func Provision(ctx context.Context, js jetstream.JetStream, n protocol.Names) error {
+	for _, cfg := range Streams(n) {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
+		}
+	}
+	for _, cfg := range Buckets(n) {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	store := jetstream.ObjectStoreConfig{Bucket: n.BundlesStore(), Compression: true, Storage: jetstream.FileStorage}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, store); err != nil {
+		return fmt.Errorf("provision object store %s: %w", store.Bucket, err)
+	}
+	return nil
+}
+
+// EnsureConsumer creates or updates a durable consumer on stream; replicas of a service call
+// it with the same config and share the consumer.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, stream, err)
+	}
+	return c, nil
+}
+
+// Publish encodes m and publishes it to subject with its id as Nats-Msg-Id, so that a retry
+// within DuplicateWindow is stored once. It retries briefly while the server is unavailable.
+func Publish(ctx context.Context, js jetstream.JetStream, subject, id string, m protocol.Message) (*jetstream.PubAck, error) {
+	data, err := protocol.Encode(m)
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	wait := 50 * time.Millisecond
+	for attempt := 0; attempt < 8; attempt++ {
+		ack, err := js.Publish(ctx, subject, data, jetstream.WithMsgID(id))
+		if err == nil {
+			return ack, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil || !retryable(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+	return nil, fmt.Errorf("publish %s id %s: %w", subject, id, lastErr)
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, jetstream.ErrNoHeartbeat) || isTimeout(err)
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// PutJSON encodes m and writes it to key in kv, returning the new revision.
+func PutJSON(ctx context.Context, kv jetstream.KeyValue, key string, m protocol.Message) (uint64, error) {
+	data, err := protocol.Encode(m)
+	if err != nil {
+		return 0, err
+	}
+	rev, err := kv.Put(ctx, key, data)
+	if err != nil {
+		return 0, fmt.Errorf("put %s: %w", key, err)
+	}
+	return rev, nil
+}
+
+// GetJSON reads key from kv into m. A missing key returns an error wrapping
+// jetstream.ErrKeyNotFound.
+func GetJSON(ctx context.Context, kv jetstream.KeyValue, key string, m protocol.Message) (uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		return 0, fmt.Errorf("get %s: %w", key, err)
+	}
+	if err := protocol.Decode(e.Value(), m); err != nil {
+		return 0, fmt.Errorf("get %s: %w", key, err)
+	}
+	return e.Revision(), nil
+}

@@ -1,0 +1,213 @@
+// Package pipeline runs a handler over a durable JetStream pull consumer: bounded concurrency
+// (never pulls more than it can run), progress heartbeats for long work, ack only after the
+// handler succeeded, nak with backoff on error, terminate on permanent errors, panic recovery,
+// and a drain on shutdown. Every service's stage is a Handler run by Consume.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Handler processes one message. It must be safe to run twice on the same message: a crash
+// between its effect and the ack redelivers the message.
+type Handler func(ctx context.Context, msg jetstream.Msg) error
+
+// ErrPermanent marks an error that no redelivery can fix (a malformed body, an unknown run):
+// the message is terminated with the reason instead of retried.
+var ErrPermanent = errors.New("permanent")
+
+// Permanent wraps err so that Consume terminates the message rather than redelivering it.
+func Permanent(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err) }
+
+// Config tunes Consume.
+type Config struct {
+	// Name labels log lines ("evaluator", "generator").
+	Name string
+	// Concurrency is how many messages run at once and the most ever pulled; default 1.
+	Concurrency int
+	// Heartbeat is how often a running handler's message is marked in progress, which
+	// extends its AckWait; default 10s. Keep it well under the consumer's AckWait.
+	Heartbeat time.Duration
+	// DrainTimeout bounds how long shutdown waits for running handlers before cancelling
+	// them; their messages are then nak'ed for redelivery elsewhere. Default 30s.
+	DrainTimeout time.Duration
+	// MaxBackoff caps the redelivery delay after errors; default 30s.
+	MaxBackoff time.Duration
+	Log        *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 1
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 10 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Consume pulls from cons and runs h until ctx ends, then stops pulling, waits up to
+// DrainTimeout for running handlers, and returns nil. It returns an error only when the
+// consumer itself fails.
+func Consume(ctx context.Context, cons jetstream.Consumer, cfg Config, h Handler) error {
+	cfg.setDefaults()
+	slots := make(chan struct{}, cfg.Concurrency)
+	for range cfg.Concurrency {
+		slots <- struct{}{}
+	}
+	// work ends when the drain limit passes after shutdown, cancelling handlers still running.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var wg sync.WaitGroup
+	defer func() {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(cfg.DrainTimeout):
+			cfg.Log.Warn("drain limit reached; cancelling running handlers", "stage", cfg.Name)
+			cancelWork()
+			<-done
+		}
+	}()
+
+	for {
+		// Take one free slot before pulling, so that no message waits in this process
+		// while it cannot run: another replica may take it instead.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-slots:
+		}
+		free := 1
+	more:
+		for free < cfg.Concurrency {
+			select {
+			case <-slots:
+				free++
+			default:
+				break more
+			}
+		}
+		batch, err := cons.Fetch(free, jetstream.FetchMaxWait(time.Second), jetstream.FetchContext(ctx))
+		if err != nil {
+			for range free {
+				slots <- struct{}{}
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return fmt.Errorf("%s: %w", cfg.Name, err)
+			}
+			cfg.Log.Warn("fetch failed", "stage", cfg.Name, "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { slots <- struct{}{} }()
+				handle(work, msg, cfg, h)
+			}()
+		}
+		for range free - got {
+			slots <- struct{}{}
+		}
+		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			cfg.Log.Warn("fetch batch ended with error", "stage", cfg.Name, "err", err)
+		}
+	}
+}
+
+// handle runs h for one message with heartbeats and settles the message once. work is
+// cancelled only after the drain limit.
+func handle(work context.Context, msg jetstream.Msg, cfg Config, h Handler) {
+	hbCtx, stopHB := context.WithCancel(work)
+	defer stopHB()
+	go func() {
+		t := time.NewTicker(cfg.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-hbCtx.Done():
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	err := run(work, msg, h)
+	stopHB()
+	log := cfg.Log.With("stage", cfg.Name, "subject", msg.Subject())
+	switch {
+	case err == nil:
+		if aerr := msg.DoubleAck(context.WithoutCancel(work)); aerr != nil {
+			log.Warn("ack failed; the message will be redelivered", "err", aerr)
+		}
+	case errors.Is(err, ErrPermanent):
+		log.Error("message rejected", "err", err)
+		_ = msg.TermWithReason(truncate(err.Error(), 200))
+	case work.Err() != nil:
+		// Cancelled at shutdown: hand the message back at once for another replica.
+		_ = msg.Nak()
+	default:
+		delay := backoff(msg, cfg.MaxBackoff)
+		log.Warn("handler failed; will retry", "err", err, "retry_in", delay)
+		_ = msg.NakWithDelay(delay)
+	}
+}
+
+func run(ctx context.Context, msg jetstream.Msg, h Handler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return h(ctx, msg)
+}
+
+func backoff(msg jetstream.Msg, limit time.Duration) time.Duration {
+	n := uint64(1)
+	if md, err := msg.Metadata(); err == nil {
+		n = md.NumDelivered
+	}
+	d := 500 * time.Millisecond
+	for i := uint64(1); i < n && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,216 @@
+package protocol
+
+import "time"
+
+// Message is any body on the wire. Encode stamps its version.
+type Message interface {
+	setVersion(int)
+}
+
+// Meta is carried by every body: version, stable id (also the Nats-Msg-Id) and run.
+type Meta struct {
+	V   int    `json:"v"`
+	ID  string `json:"id"`
+	Run string `json:"run"`
+}
+
+func (m *Meta) setVersion(v int) { m.V = v }
+
+// Seed starts a run (with Config and BundleDigest) or adds a program to an existing run
+// (Program only). A body on shoal.seed.<run> that is not JSON is read as a bare program.
+type Seed struct {
+	Meta
+	// Config is the run's YAML as the user wrote it; empty for a bare program.
+	Config string `json:"config,omitempty"`
+	// BundleDigest names the evaluator bundle in the bundles object store ("sha256-<hex>").
+	BundleDigest string `json:"bundle_digest,omitempty"`
+	// Program is the seed program's source.
+	Program string `json:"program"`
+	// ProgramName is the seed's file name (initial_program.py); its extension is kept for
+	// candidates and for `shoal best`.
+	ProgramName string    `json:"program_name,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Program is a member of the population as it travels in tasks and samples.
+type Program struct {
+	ID         string             `json:"id"`
+	ParentID   string             `json:"parent_id,omitempty"`
+	Code       string             `json:"code"`
+	Score      float64            `json:"score"`
+	Metrics    map[string]float64 `json:"metrics,omitempty"`
+	Artifacts  map[string]string  `json:"artifacts,omitempty"`
+	Status     Status             `json:"status"`
+	Generation int                `json:"generation"`
+	Island     int                `json:"island"`
+}
+
+// ChatMessage is one message of a chat-completions prompt.
+type ChatMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Mode says how a model's reply becomes a program.
+type Mode string
+
+const (
+	// ModeDiff: the reply holds SEARCH/REPLACE blocks applied to the parent.
+	ModeDiff Mode = "diff"
+	// ModeRewrite: the reply holds a whole new program.
+	ModeRewrite Mode = "rewrite"
+)
+
+// Task asks a generator for one candidate. Messages is the rendered prompt; Parent and
+// Inspirations are the inputs it was rendered from (the mutate backend uses them directly).
+type Task struct {
+	Meta
+	Model        string        `json:"model"`
+	Iteration    int64         `json:"iteration"`
+	Island       int           `json:"island"`
+	Mode         Mode          `json:"mode"`
+	Language     string        `json:"language"`
+	Parent       Program       `json:"parent"`
+	Inspirations []Program     `json:"inspirations,omitempty"`
+	Messages     []ChatMessage `json:"messages,omitempty"`
+	// Seed drives every random choice a generator makes for this task, so a redelivered task
+	// yields the same candidate from the mutate backend.
+	Seed      int64     `json:"seed"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// TokenUsage counts a model's tokens for one candidate.
+type TokenUsage struct {
+	Prompt     int `json:"prompt"`
+	Completion int `json:"completion"`
+}
+
+// Candidate is a program to evaluate. A candidate whose reply could not be applied carries
+// Rejected and no code; the evaluator turns it into a rejected result without running it, so
+// every task is accounted for in RESULTS.
+type Candidate struct {
+	Meta
+	TaskID     string     `json:"task_id,omitempty"`
+	ParentID   string     `json:"parent_id,omitempty"`
+	Iteration  int64      `json:"iteration"`
+	Island     int        `json:"island"`
+	Model      string     `json:"model,omitempty"`
+	Language   string     `json:"language"`
+	Code       string     `json:"code"`
+	Generation int        `json:"generation"`
+	Rejected   string     `json:"rejected,omitempty"`
+	Changes    string     `json:"changes,omitempty"`
+	Tokens     TokenUsage `json:"tokens"`
+	Generator  string     `json:"generator,omitempty"`
+	GenerateMS int64      `json:"generate_ms"`
+	CreatedAt  time.Time  `json:"created_at"`
+}
+
+// IsSeed reports whether the candidate is a seed program rather than a generated one.
+func (c *Candidate) IsSeed() bool { return c.TaskID == "" }
+
+// Status is a result's outcome.
+type Status string
+
+const (
+	StatusOK       Status = "ok"
+	StatusFailed   Status = "failed"   // the evaluator raised, returned garbage or a stage failed
+	StatusTimeout  Status = "timeout"  // wall-clock limit reached; the process group was killed
+	StatusRejected Status = "rejected" // the generator's reply did not apply; nothing ran
+)
+
+// Result is a scored candidate: the RESULTS stream is the run's source of truth.
+type Result struct {
+	Meta
+	Candidate Candidate          `json:"candidate"`
+	Status    Status             `json:"status"`
+	Score     float64            `json:"score"`
+	Metrics   map[string]float64 `json:"metrics,omitempty"`
+	Artifacts map[string]string  `json:"artifacts,omitempty"`
+	// Stage is the last cascade stage that ran (0 when the evaluator has no stages).
+	Stage     int       `json:"stage,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	Evaluator string    `json:"evaluator,omitempty"`
+	EvalMS    int64     `json:"eval_ms"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Event kinds on shoal.event.<run>.<kind>.
+const (
+	EventNewBest  = "new_best"
+	EventRunState = "run_state"
+	EventError    = "error"
+)
+
+// Event tells watchers what happened to a run.
+type Event struct {
+	Meta
+	Kind        string    `json:"kind"`
+	Message     string    `json:"message"`
+	CandidateID string    `json:"candidate_id,omitempty"`
+	Score       float64   `json:"score,omitempty"`
+	Time        time.Time `json:"time"`
+}
+
+// SampleRequest asks the archive for a parent and inspirations for an island.
+type SampleRequest struct {
+	Meta
+	Island          int   `json:"island"`
+	NumInspirations int   `json:"num_inspirations"`
+	Seed            int64 `json:"seed"`
+}
+
+// SampleReply answers a SampleRequest; Error is set when the run has no program yet or is
+// unknown.
+type SampleReply struct {
+	Meta
+	Parent       Program   `json:"parent"`
+	Inspirations []Program `json:"inspirations,omitempty"`
+	Top          []Program `json:"top,omitempty"`
+	Error        string    `json:"error,omitempty"`
+}
+
+// RunStatus is a run's lifecycle state.
+type RunStatus string
+
+const (
+	RunRunning RunStatus = "running"
+	RunDone    RunStatus = "done"
+)
+
+// RunSpec is the runs bucket's <run>.config value: what the run was seeded with.
+type RunSpec struct {
+	Meta
+	Config       string    `json:"config"`
+	ConfigDigest string    `json:"config_digest"`
+	BundleDigest string    `json:"bundle_digest"`
+	ProgramName  string    `json:"program_name"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// RunState is the runs bucket's <run>.state value, written by the archive after each fold.
+type RunState struct {
+	Meta
+	Status     RunStatus        `json:"status"`
+	StopReason string           `json:"stop_reason,omitempty"`
+	Iterations int64            `json:"iterations"` // generated candidates folded
+	ByModel    map[string]int64 `json:"by_model,omitempty"`
+	Seeds      int64            `json:"seeds"`
+	Failed     int64            `json:"failed"`
+	Population int              `json:"population"`
+	BestID     string           `json:"best_id,omitempty"`
+	BestScore  float64          `json:"best_score"`
+	SeedScore  float64          `json:"seed_score"`
+	// LastSeq is the RESULTS stream sequence of the last folded result.
+	LastSeq   uint64    `json:"last_seq"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// PlannerState is the runs bucket's <run>.planner value: what the planner has issued.
+type PlannerState struct {
+	Meta
+	Issued        int64            `json:"issued"`
+	IssuedByModel map[string]int64 `json:"issued_by_model,omitempty"`
+	Stopped       string           `json:"stopped,omitempty"`
+	UpdatedAt     time.Time        `json:"updated_at"`
+}

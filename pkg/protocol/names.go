@@ -1,0 +1,90 @@
+package protocol
+
+import "strings"
+
+// Names derives every subject, stream, consumer and bucket name from one prefix, so two
+// deployments can share a NATS server without seeing each other.
+type Names struct {
+	Prefix string
+}
+
+// NewNames returns the names for prefix, or for DefaultPrefix when prefix is empty.
+func NewNames(prefix string) Names {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return Names{Prefix: prefix}
+}
+
+// Subjects.
+
+func (n Names) Seed(run string) string { return n.Prefix + ".seed." + run }
+func (n Names) Task(run, model string) string {
+	return n.Prefix + ".task." + run + "." + ModelToken(model)
+}
+func (n Names) Candidate(run string) string       { return n.Prefix + ".candidate." + run }
+func (n Names) Result(run string) string          { return n.Prefix + ".result." + run }
+func (n Names) Event(run, kind string) string     { return n.Prefix + ".event." + run + "." + kind }
+func (n Names) Dead(stream string) string         { return n.Prefix + ".dead." + stream }
+func (n Names) Sample(run string) string          { return n.Prefix + ".archive." + run + ".sample" }
+func (n Names) AllSeeds() string                  { return n.Prefix + ".seed.*" }
+func (n Names) AllTasks() string                  { return n.Prefix + ".task.>" }
+func (n Names) TasksForModel(model string) string { return n.Prefix + ".task.*." + ModelToken(model) }
+func (n Names) AllCandidates() string             { return n.Prefix + ".candidate.*" }
+func (n Names) AllResults() string                { return n.Prefix + ".result.*" }
+func (n Names) AllEvents() string                 { return n.Prefix + ".event.>" }
+func (n Names) RunEvents(run string) string       { return n.Prefix + ".event." + run + ".*" }
+func (n Names) AllDead() string                   { return n.Prefix + ".dead.>" }
+func (n Names) AllSamples() string                { return n.Prefix + ".archive.*.sample" }
+
+// RunFromSubject returns the <run> token of any per-run subject built by n.
+func (n Names) RunFromSubject(subject string) string {
+	return tokenAt(subject, strings.Count(n.Prefix, ".")+2)
+}
+
+// Streams: upper-cased prefix + the design's stream name, e.g. SHOAL_RESULTS.
+
+func (n Names) stream(s string) string {
+	return strings.ToUpper(strings.ReplaceAll(n.Prefix, ".", "_")) + "_" + s
+}
+func (n Names) SeedsStream() string      { return n.stream("SEEDS") }
+func (n Names) TasksStream() string      { return n.stream("TASKS") }
+func (n Names) CandidatesStream() string { return n.stream("CANDIDATES") }
+func (n Names) ResultsStream() string    { return n.stream("RESULTS") }
+func (n Names) EventsStream() string     { return n.stream("EVENTS") }
+func (n Names) DeadStream() string       { return n.stream("DEAD") }
+
+// KV buckets and object stores: prefix + "-" + the design's bucket name, e.g. shoal-runs.
+
+func (n Names) bucket(b string) string     { return strings.ReplaceAll(n.Prefix, ".", "-") + "-" + b }
+func (n Names) RunsBucket() string         { return n.bucket("runs") }
+func (n Names) GeneratorsBucket() string   { return n.bucket("generators") }
+func (n Names) GPUInventoryBucket() string { return n.bucket("gpu-inventory") }
+func (n Names) GPULeasesBucket() string    { return n.bucket("gpu-leases") }
+func (n Names) BundlesStore() string       { return n.bucket("bundles") }
+
+// Durable consumer names, one per (stream, role): replicas of a service share it.
+
+func (n Names) ArchiveSeedsConsumer() string { return "archive-seeds" }
+func (n Names) EvaluatorConsumer() string    { return "evaluator" }
+func (n Names) GeneratorConsumer(model string) string {
+	if model == "" {
+		return "generator"
+	}
+	return "generator-" + ModelToken(model)
+}
+
+// Keys in the runs bucket. The config key is written once by the archive when a run is
+// seeded; the state key by the archive after each fold; the planner key by the planner.
+
+func RunConfigKey(run string) string  { return run + ".config" }
+func RunStateKey(run string) string   { return run + ".state" }
+func RunPlannerKey(run string) string { return run + ".planner" }
+
+func tokenAt(subject string, i int) string {
+	parts := strings.Split(subject, ".")
+	if i < len(parts) {
+		return parts[i]
+	}
+	return ""
+}

@@ -1,0 +1,7 @@
+module github.com/shoal-run/shoal/services/generator
+
+go 1.26
+
+require github.com/shoal-run/shoal/pkg v0.0.0
+
+replace github.com/shoal-run/shoal/pkg => ../../pkg
