@@ -1,0 +1,37 @@
+# shoal — every target runs over every module listed in go.work.
+SHELL := /bin/bash
+MODULES := $(shell sed -n 's|^[[:space:]]*\./\(.*\)$$|\1|p' go.work)
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+BIN := bin
+TEST_FLAGS ?= -race -count=1 -timeout 10m
+OUT ?= out/function_minimization
+
+.DEFAULT_GOAL := help
+
+help: ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/shoal and one binary per service
+	@mkdir -p $(BIN)
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/shoal ./cmd/shoal
+	@for s in planner generator evaluator archive; do \
+		go build -ldflags "$(LDFLAGS)" -o $(BIN)/$$s ./services/$$s/cmd/$$s || exit 1; done
+
+run: build ## evolve examples/function_minimization with the mutate backend; best program lands in $(OUT)
+	$(BIN)/shoal up --fresh --output $(OUT)
+
+test: lint ## gofmt, go vet and every test with the race detector, in every module
+	@for m in $(MODULES); do echo "== test $$m"; (cd $$m && go test $(TEST_FLAGS) ./...) || exit 1; done
+
+lint: ## gofmt and go vet over every module
+	@bad=$$(gofmt -l $(MODULES)); if [ -n "$$bad" ]; then echo "not gofmt-clean:"; echo "$$bad"; exit 1; fi
+	@for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
+
+tidy: ## go mod tidy in every module
+	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
+
+clean: ## remove build output and local run state
+	rm -rf $(BIN) out .shoal
+
+.PHONY: help build run test lint tidy clean

@@ -1,0 +1,46 @@
+// Command shoal is the CLI: `shoal up` runs NATS and the four services in one process and
+// evolves a problem; seed, status, best and the rest talk to a running deployment.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := rootCmd().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "shoal:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "shoal",
+		Short:         "Distributed, GPU-aware evolutionary code search over NATS JetStream",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().String("nats-url", envOr("SHOAL_NATS_URL", ""), "NATS server URL (env SHOAL_NATS_URL); `up` embeds a server when empty")
+	root.PersistentFlags().String("prefix", envOr("SHOAL_PREFIX", "shoal"), "subject prefix (env SHOAL_PREFIX)")
+	root.AddCommand(upCmd(), seedCmd(), statusCmd(), bestCmd())
+	return root
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/shoal-run/shoal/examples"
+	"github.com/shoal-run/shoal/pkg/bundle"
+	"github.com/shoal-run/shoal/pkg/natsx"
+	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/runconfig"
+)
+
+// problem is what a run is seeded with: config, evaluator directory and seed program, in
+// OpenEvolve's layout (config.yaml, evaluator.py, initial_program.py).
+type problem struct {
+	configText  []byte
+	evaluator   string // path of the evaluator's entry file
+	program     string // path of the seed program
+	programText []byte
+}
+
+// problemFiles locates a problem from a directory (OpenEvolve's layout) and explicit paths;
+// explicit paths win. With neither, the embedded default example is written under stateDir.
+func problemFiles(dir, config, evaluator, program, stateDir string) (*problem, error) {
+	if dir == "" && config == "" && evaluator == "" && program == "" {
+		d, err := extractExample(examples.Default, stateDir)
+		if err != nil {
+			return nil, err
+		}
+		dir = d
+	}
+	if dir != "" {
+		config = firstNonEmpty(config, optional(filepath.Join(dir, "config.yaml")))
+		evaluator = firstNonEmpty(evaluator, filepath.Join(dir, "evaluator.py"))
+		program = firstNonEmpty(program, filepath.Join(dir, "initial_program.py"))
+	}
+	if evaluator == "" || program == "" {
+		return nil, errors.New("name the problem: a directory holding evaluator.py and initial_program.py, or --evaluator and --program (and --config)")
+	}
+	p := &problem{evaluator: evaluator, program: program}
+	var err error
+	if config != "" {
+		if p.configText, err = os.ReadFile(config); err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+	}
+	if p.programText, err = os.ReadFile(program); err != nil {
+		return nil, fmt.Errorf("read program: %w", err)
+	}
+	if _, err := os.Stat(evaluator); err != nil {
+		return nil, fmt.Errorf("evaluator: %w", err)
+	}
+	return p, nil
+}
+
+func optional(path string) string {
+	if _, err := os.Stat(path); err != nil {
+		return ""
+	}
+	return path
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func extractExample(name, stateDir string) (string, error) {
+	src, err := examples.Problem(name)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(stateDir, "examples", name)
+	err = fs.WalkDir(src, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(src, path)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, path)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, 0o644)
+	})
+	if err != nil {
+		return "", fmt.Errorf("write example %s: %w", name, err)
+	}
+	return dir, nil
+}
+
+// overrides are command-line changes to a run's config.
+type overrides struct {
+	backend       string // "mutate": replace the config's models with the mutate backend
+	maxIterations int64  // > 0: replace max_iterations
+	evaluatorFile string // the evaluator's file name inside its bundle
+}
+
+// applyOverrides rewrites the config's YAML with the overrides. Comments are lost; the result
+// is what the run is seeded with.
+func applyOverrides(text []byte, o overrides) ([]byte, error) {
+	doc := map[string]any{}
+	if err := yaml.Unmarshal(text, &doc); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if doc == nil {
+		doc = map[string]any{}
+	}
+	section := func(key string) map[string]any {
+		m, ok := doc[key].(map[string]any)
+		if !ok {
+			m = map[string]any{}
+			doc[key] = m
+		}
+		return m
+	}
+	switch o.backend {
+	case "":
+	case "mutate":
+		section("llm")["models"] = []any{map[string]any{"name": "mutate", "backend": "mutate", "concurrency": 4}}
+	default:
+		return nil, fmt.Errorf("--backend %q: only \"mutate\" may override the config's models", o.backend)
+	}
+	if o.maxIterations > 0 {
+		doc["max_iterations"] = o.maxIterations
+	}
+	if o.evaluatorFile != "" && o.evaluatorFile != "evaluator.py" {
+		section("evaluator")["file"] = o.evaluatorFile
+	}
+	return yaml.Marshal(doc)
+}
+
+var nonRunChars = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// runIDFor derives a run id from a name such as the problem's directory.
+func runIDFor(name string) string {
+	id := strings.Trim(nonRunChars.ReplaceAllString(strings.ToLower(name), "-"), "-")
+	if len(id) > 64 {
+		id = id[:64]
+	}
+	if id == "" {
+		id = "run"
+	}
+	return id
+}
+
+// seedRun validates the config, stores the evaluator's bundle and publishes the seed of run.
+// It returns the parsed config so the caller can follow the run.
+func seedRun(ctx context.Context, c *client, run string, p *problem, o overrides, warn func(string)) (*runconfig.Config, error) {
+	if err := protocol.ValidateRunID(run); err != nil {
+		return nil, err
+	}
+	o.evaluatorFile = filepath.Base(p.evaluator)
+	text, err := applyOverrides(p.configText, o)
+	if err != nil {
+		return nil, err
+	}
+	cfg, warnings, err := runconfig.Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	for _, w := range warnings {
+		warn("config: " + w.String())
+	}
+	evalDir := filepath.Dir(p.evaluator)
+	exclude := []string{}
+	if rel, err := filepath.Rel(evalDir, p.program); err == nil && !strings.HasPrefix(rel, "..") {
+		exclude = append(exclude, rel)
+	}
+	data, digest, err := bundle.Pack(evalDir, append(exclude, "config.yaml")...)
+	if err != nil {
+		return nil, err
+	}
+	store, err := c.js.ObjectStore(ctx, c.names.BundlesStore())
+	if err != nil {
+		return nil, fmt.Errorf("bundles store: %w", err)
+	}
+	if err := bundle.Put(ctx, store, digest, data); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(append(append(append([]byte(cfg.Digest()), digest...), p.programText...), run...))
+	seed := &protocol.Seed{
+		Meta:         protocol.Meta{ID: "seed-" + hex.EncodeToString(sum[:8]), Run: run},
+		Config:       string(text),
+		BundleDigest: digest,
+		Program:      string(p.programText),
+		ProgramName:  filepath.Base(p.program),
+		CreatedAt:    time.Now().UTC(),
+	}
+	if _, err := natsx.Publish(ctx, c.js, c.names.Seed(run), seed.ID, seed); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}

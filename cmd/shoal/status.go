@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+func statusCmd() *cobra.Command {
+	var run string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show each run's progress: iterations, best score, population, tasks in flight",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := dial(cmd)
+			if err != nil {
+				return err
+			}
+			defer c.close()
+			ctx := cmd.Context()
+			ids := []string{run}
+			if run == "" {
+				if ids, err = c.runs.List(ctx); err != nil {
+					return err
+				}
+			}
+			if len(ids) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "no runs")
+				return nil
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "RUN\tSTATUS\tITERATIONS\tIN FLIGHT\tFAILED\tPOPULATION\tBEST\tSEED\tSTOP REASON")
+			for _, id := range ids {
+				spec, err := c.runs.Spec(ctx, id)
+				if err != nil {
+					fmt.Fprintf(tw, "%s\t%v\n", id, err)
+					continue
+				}
+				pst, err := c.runs.Planner(ctx, id)
+				if err != nil {
+					return err
+				}
+				status := string(pst.Status)
+				if status == "" {
+					status = "seeded"
+				}
+				st, err := c.runs.State(ctx, id)
+				if err != nil {
+					fmt.Fprintf(tw, "%s\t%s\t0/%d\t-\t-\t-\t-\t-\t%s\n", id, status, spec.Config.MaxIterations, pst.StopReason)
+					continue
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%d\t%d\t%.6g\t%.6g\t%s\n", id, status, st.Iterations, spec.Config.MaxIterations,
+					max(pst.Issued-st.Iterations, 0), st.Failed, st.Population, st.BestScore, st.SeedScore, pst.StopReason)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&run, "run", "", "show one run")
+	return cmd
+}

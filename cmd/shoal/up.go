@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-run/shoal/pkg/natsx"
+	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/runconfig"
+	"github.com/shoal-run/shoal/pkg/runs"
+	"github.com/shoal-run/shoal/services/archive"
+	"github.com/shoal-run/shoal/services/evaluator"
+	"github.com/shoal-run/shoal/services/generator"
+	"github.com/shoal-run/shoal/services/planner"
+)
+
+var allServices = []string{"planner", "generator", "evaluator", "archive"}
+
+type upOptions struct {
+	config, evaluator, program string
+	run, backend, output       string
+	iterations                 int64
+	listen                     string
+	stateDir                   string
+	fresh, noSeed              bool
+	only                       []string
+	logLevel                   string
+}
+
+func upCmd() *cobra.Command {
+	var o upOptions
+	cmd := &cobra.Command{
+		Use:   "up [problem-dir]",
+		Short: "Run NATS and the four services in one process, seed a problem and evolve it",
+		Long: `up starts an embedded NATS server with JetStream (or joins --nats-url), runs the planner,
+generator, evaluator and archive (or only those named by --only), seeds the problem and shows
+progress until the run's budget is spent. With no problem it evolves the embedded
+function_minimization example with the mutate backend.
+
+A problem is OpenEvolve's layout: a directory with config.yaml, evaluator.py and
+initial_program.py, or the three named by --config, --evaluator and --program.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir := ""
+			if len(args) == 1 {
+				dir = args[0]
+			}
+			return up(cmd, dir, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.config, "config", "", "run config (OpenEvolve config.yaml)")
+	f.StringVar(&o.evaluator, "evaluator", "", "evaluator file; its directory is shipped to evaluators")
+	f.StringVar(&o.program, "program", "", "seed program (initial_program.py)")
+	f.StringVar(&o.run, "run", "", "run id, [a-z0-9-]{1,64} (default: from the problem's directory)")
+	f.StringVar(&o.backend, "backend", "", `"mutate" replaces the config's models, so any problem runs without a model`)
+	f.StringVar(&o.output, "output", "", "write best_program.<ext> and best_program_info.json here when the run ends")
+	f.Int64Var(&o.iterations, "iterations", 0, "override max_iterations")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:4222", "address of the embedded NATS server (port 0 picks one)")
+	f.StringVar(&o.stateDir, "state-dir", ".shoal", "JetStream storage, logs and extracted examples")
+	f.BoolVar(&o.fresh, "fresh", false, "delete the embedded server's stored streams before starting")
+	f.BoolVar(&o.noSeed, "no-seed", false, "start the services only; seed later with `shoal seed`")
+	f.StringSliceVar(&o.only, "only", nil, "run only these services (planner,generator,evaluator,archive)")
+	f.StringVar(&o.logLevel, "log-level", "info", "level of the log file (debug, info, warn, error)")
+	return cmd
+}
+
+func up(cmd *cobra.Command, dir string, o upOptions) error {
+	ctx := cmd.Context()
+	services := allServices
+	if len(o.only) > 0 {
+		for _, s := range o.only {
+			if !slices.Contains(allServices, s) {
+				return fmt.Errorf("--only: unknown service %q (have %s)", s, strings.Join(allServices, ", "))
+			}
+		}
+		services = o.only
+	}
+	if err := os.MkdirAll(o.stateDir, 0o755); err != nil {
+		return err
+	}
+	logPath := filepath.Join(o.stateDir, "shoal.log")
+	log, closeLog, err := openLog(logPath, o.logLevel, cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+
+	url, _ := cmd.Flags().GetString("nats-url")
+	prefix, _ := cmd.Flags().GetString("prefix")
+	names := protocol.NewNames(prefix)
+	connect, shutdown, err := startNATS(ctx, url, o, log)
+	if err != nil {
+		return err
+	}
+	defer shutdown()
+
+	// Services run until the run ends or the user interrupts; then they drain.
+	svcCtx, stopServices := context.WithCancel(ctx)
+	defer stopServices()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(services))
+	for _, name := range services {
+		nc, err := connect("shoal-" + name)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		run, err := newService(name, names, nc, log)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(svcCtx); err != nil {
+				log.Error("service stopped", "service", name, "err", err)
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	stop := func() error {
+		stopServices()
+		wg.Wait()
+		close(errs)
+		var all []error
+		for err := range errs {
+			all = append(all, err)
+		}
+		return errors.Join(all...)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "shoal %s: services %s up; logs in %s\n", version, strings.Join(services, ","), logPath)
+
+	if o.noSeed {
+		<-ctx.Done()
+		return stop()
+	}
+	nc, err := connect("shoal-cli")
+	if err != nil {
+		return errors.Join(err, stop())
+	}
+	defer nc.Close()
+	c, err := newClient(ctx, nc, names)
+	if err != nil {
+		return errors.Join(err, stop())
+	}
+	p, err := problemFiles(dir, o.config, o.evaluator, o.program, o.stateDir)
+	if err != nil {
+		return errors.Join(err, stop())
+	}
+	run := o.run
+	if run == "" {
+		run = runIDFor(filepath.Base(filepath.Dir(p.program)))
+	}
+	warn := func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", s) }
+	cfg, err := seedRun(ctx, c, run, p, overrides{backend: o.backend, maxIterations: o.iterations}, warn)
+	if err != nil {
+		return errors.Join(err, stop())
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "seeded run %s from %s\n", run, p.program)
+	unwatch := printEvents(nc, names, run, cmd.ErrOrStderr())
+	defer unwatch()
+	werr := follow(ctx, c, run, cfg, cmd.ErrOrStderr())
+	if werr == nil && o.output != "" {
+		werr = writeBest(ctx, c, run, o.output, cmd.ErrOrStderr())
+	}
+	return errors.Join(werr, stop())
+}
+
+// startNATS starts the embedded server, or returns a dialer for --nats-url.
+func startNATS(ctx context.Context, url string, o upOptions, log *slog.Logger) (func(string) (*nats.Conn, error), func(), error) {
+	if url != "" {
+		return func(name string) (*nats.Conn, error) { return natsx.Connect(ctx, url, name, log) }, func() {}, nil
+	}
+	store := filepath.Join(o.stateDir, "jetstream")
+	if o.fresh {
+		if err := os.RemoveAll(store); err != nil {
+			return nil, nil, err
+		}
+	}
+	host, port, err := splitHostPort(o.listen)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: store, Host: host, Port: port, MaxPayload: 8 << 20})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (is another `shoal up` running? use --listen 127.0.0.1:0)", err)
+	}
+	log.Info("embedded nats started", "url", srv.URL(), "store", store)
+	return srv.Connect, srv.Shutdown, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	i := strings.LastIndex(addr, ":")
+	if i < 0 {
+		return "", 0, fmt.Errorf("--listen %q: want host:port", addr)
+	}
+	var port int
+	if _, err := fmt.Sscanf(addr[i+1:], "%d", &port); err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("--listen %q: bad port", addr)
+	}
+	if port == 0 {
+		port = -1 // nats-server's RANDOM_PORT
+	}
+	return addr[:i], port, nil
+}
+
+func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logger) (func(context.Context) error, error) {
+	switch name {
+	case "planner":
+		s, err := planner.New(planner.Config{Names: names}, nc, log)
+		if err != nil {
+			return nil, err
+		}
+		return s.Run, nil
+	case "generator":
+		s, err := generator.New(generator.Config{Names: names}, nc, log)
+		if err != nil {
+			return nil, err
+		}
+		return s.Run, nil
+	case "evaluator":
+		s, err := evaluator.New(evaluator.Config{Names: names, Python: os.Getenv("SHOAL_PYTHON")}, nc, log)
+		if err != nil {
+			return nil, err
+		}
+		return s.Run, nil
+	case "archive":
+		s, err := archive.New(archive.Config{Names: names}, nc, log)
+		if err != nil {
+			return nil, err
+		}
+		return s.Run, nil
+	}
+	return nil, fmt.Errorf("unknown service %q", name)
+}
+
+// follow shows the run's progress until the planner says it is done.
+func follow(ctx context.Context, c *client, run string, cfg *runconfig.Config, w io.Writer) error {
+	max := cfg.MaxIterations
+	if max <= 0 {
+		max = -1
+	}
+	bar := progressbar.NewOptions64(max,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription("evaluating seed"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionShowElapsedTimeOnFinish(),
+		progressbar.OptionSetItsString("it"),
+		progressbar.OptionShowIts(),
+	)
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = bar.Exit()
+			fmt.Fprintln(w, "\ninterrupted; the run's state is kept in JetStream")
+			return nil
+		case <-t.C:
+		}
+		st, err := c.runs.State(ctx, run)
+		if errors.Is(err, runs.ErrUnknownRun) {
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		bar.Describe(fmt.Sprintf("best %.4f (seed %.4f)", st.BestScore, st.SeedScore))
+		_ = bar.Set64(st.Iterations)
+		pst, err := c.runs.Planner(ctx, run)
+		if err == nil && pst.Status == protocol.RunDone {
+			_ = bar.Finish()
+			fmt.Fprintf(w, "\nrun %s done (%s): %d iterations, %d failed, best score %.6g (seed %.6g)\n",
+				run, pst.StopReason, st.Iterations, st.Failed, st.BestScore, st.SeedScore)
+			return nil
+		}
+	}
+}
+
+// printEvents shows the run's error and warning events as they happen.
+func printEvents(nc *nats.Conn, names protocol.Names, run string, w io.Writer) func() {
+	sub, err := nc.Subscribe(names.RunEvents(run), func(m *nats.Msg) {
+		var ev protocol.Event
+		if protocol.Decode(m.Data, &ev) != nil {
+			return
+		}
+		if ev.Kind == protocol.EventError || ev.Kind == "warning" {
+			fmt.Fprintf(w, "\n%s: %s\n", ev.Kind, ev.Message)
+		}
+	})
+	if err != nil {
+		return func() {}
+	}
+	return func() { _ = sub.Unsubscribe() }
+}
+
+// writeBest writes the run's best program and its metrics into dir, as OpenEvolve's --output.
+func writeBest(ctx context.Context, c *client, run, dir string, w io.Writer) error {
+	b, err := c.runs.Best(ctx, run)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ext := filepath.Ext(b.ProgramName)
+	if ext == "" {
+		ext = ".py"
+	}
+	path := filepath.Join(dir, "best_program"+ext)
+	if err := os.WriteFile(path, []byte(b.Program.Code), 0o644); err != nil {
+		return err
+	}
+	info, _ := json.MarshalIndent(map[string]any{
+		"run": run, "id": b.Program.ID, "parent_id": b.Program.ParentID, "generation": b.Program.Generation,
+		"score": b.Program.Score, "metrics": b.Program.Metrics, "updated_at": b.UpdatedAt,
+	}, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, "best_program_info.json"), append(info, '\n'), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "best program (score %.6g) written to %s\n", b.Program.Score, path)
+	return nil
+}

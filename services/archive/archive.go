@@ -1,0 +1,350 @@
+// Package archive owns a run's population. It folds the RESULTS stream, in order, into each
+// run's population, keeps the best program and the run's counters in the runs bucket, answers
+// the planner's sample requests, and turns seeds into a run's first candidates.
+//
+// RESULTS is the source of truth: on start the archive replays it from the beginning, so a
+// restart ends in exactly the state it left, with no result lost or counted twice.
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shoal-run/shoal/pkg/natsx"
+	"github.com/shoal-run/shoal/pkg/pipeline"
+	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/runconfig"
+	"github.com/shoal-run/shoal/pkg/runs"
+	"github.com/shoal-run/shoal/services/archive/internal/population"
+)
+
+// Config configures an archive replica.
+type Config struct {
+	Names protocol.Names
+	// ID names this replica in logs and events; default the host name.
+	ID string
+	// FlushInterval bounds how stale the runs bucket may be behind the fold; default 250ms.
+	FlushInterval time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Names.Prefix == "" {
+		c.Names = protocol.NewNames("")
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = "archive-" + host
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 250 * time.Millisecond
+	}
+}
+
+// Service is an archive replica.
+type Service struct {
+	cfg Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *slog.Logger
+
+	runs    *runs.Store
+	bundles jetstream.ObjectStore
+
+	mu       sync.RWMutex
+	pops     map[string]*population.Population
+	dirty    map[string]bool
+	newBest  map[string]bool
+	caughtUp bool
+}
+
+// New returns an archive replica; Run starts it.
+func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
+	cfg.setDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("archive: %w", err)
+	}
+	return &Service{
+		cfg: cfg, nc: nc, js: js, log: log.With("service", "archive"),
+		pops: map[string]*population.Population{}, dirty: map[string]bool{}, newBest: map[string]bool{},
+	}, nil
+}
+
+// Run folds results, serves samples and takes seeds until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	if err := natsx.Provision(ctx, s.js, s.cfg.Names); err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+	store, err := runs.Open(ctx, s.js, s.cfg.Names)
+	if err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+	s.runs = store
+	if s.bundles, err = s.js.ObjectStore(ctx, s.cfg.Names.BundlesStore()); err != nil {
+		return fmt.Errorf("archive: open bundles: %w", err)
+	}
+
+	info, err := s.js.Stream(ctx, s.cfg.Names.ResultsStream())
+	if err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+	replayTo := info.CachedInfo().State.LastSeq
+	s.log.Info("replaying results", "to_seq", replayTo)
+	if replayTo == 0 {
+		s.markCaughtUp(ctx)
+	}
+
+	results, err := s.js.OrderedConsumer(ctx, s.cfg.Names.ResultsStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{s.cfg.Names.AllResults()},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("archive: results consumer: %w", err)
+	}
+	sub, err := s.nc.QueueSubscribe(s.cfg.Names.AllSamples(), "archive", s.serveSample)
+	if err != nil {
+		return fmt.Errorf("archive: sample responder: %w", err)
+	}
+	defer sub.Drain()
+
+	seeds, err := natsx.EnsureConsumer(ctx, s.js, s.cfg.Names.SeedsStream(), jetstream.ConsumerConfig{
+		Durable:       s.cfg.Names.ArchiveSeedsConsumer(),
+		FilterSubject: s.cfg.Names.AllSeeds(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    5,
+	})
+	if err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		errc <- pipeline.Consume(ctx, seeds, pipeline.Config{Name: "archive-seeds", Log: s.log}, s.handleSeed)
+	}()
+	go func() {
+		defer wg.Done()
+		errc <- s.fold(ctx, results, replayTo)
+	}()
+	go func() {
+		defer wg.Done()
+		s.flushLoop(ctx)
+	}()
+	wg.Wait()
+	close(errc)
+	s.flush(context.WithoutCancel(ctx))
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// fold applies results in stream order until ctx ends.
+func (s *Service) fold(ctx context.Context, cons jetstream.Consumer, replayTo uint64) error {
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("archive: results: %w", err)
+	}
+	go func() { <-ctx.Done(); it.Stop() }()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			s.log.Warn("results iterator", "err", err)
+			continue
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			s.log.Warn("result without metadata", "subject", msg.Subject(), "err", err)
+			continue
+		}
+		seq := md.Sequence.Stream
+		var r protocol.Result
+		if err := protocol.Decode(msg.Data(), &r); err != nil {
+			s.log.Error("skipping undecodable result", "subject", msg.Subject(), "seq", seq, "err", err)
+		} else {
+			s.foldOne(ctx, &r, seq)
+		}
+		if seq >= replayTo && !s.isCaughtUp() {
+			s.log.Info("replay done", "seq", seq)
+			s.markCaughtUp(ctx)
+		}
+	}
+}
+
+func (s *Service) foldOne(ctx context.Context, r *protocol.Result, seq uint64) {
+	run := r.Run
+	if protocol.ValidateRunID(run) != nil {
+		s.log.Error("skipping result with invalid run", "run", run, "seq", seq)
+		return
+	}
+	pop := s.population(ctx, run)
+	s.mu.Lock()
+	out := pop.Fold(r, seq)
+	s.dirty[run] = true
+	if out.NewBest {
+		s.newBest[run] = true
+	}
+	caughtUp := s.caughtUp
+	s.mu.Unlock()
+	if out.Duplicate {
+		s.log.Info("duplicate result ignored", "run", run, "candidate", r.Candidate.ID, "seq", seq)
+	}
+	if out.NewBest && caughtUp {
+		s.event(ctx, run, protocol.EventNewBest, "new best program", r.Candidate.ID, r.Score)
+	}
+}
+
+// population returns the run's population, creating it with the run's config (the default
+// config when the run's spec cannot be read, so that no result is ever dropped).
+func (s *Service) population(ctx context.Context, run string) *population.Population {
+	s.mu.RLock()
+	pop, ok := s.pops[run]
+	s.mu.RUnlock()
+	if ok {
+		return pop
+	}
+	cfg := runconfig.Default()
+	if spec, err := s.runs.Spec(ctx, run); err == nil {
+		cfg = spec.Config
+	} else {
+		s.log.Warn("run spec unavailable; folding with default config", "run", run, "err", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pop, ok = s.pops[run]; !ok {
+		pop = population.New(run, cfg)
+		s.pops[run] = pop
+	}
+	return pop
+}
+
+func (s *Service) isCaughtUp() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.caughtUp
+}
+
+func (s *Service) markCaughtUp(ctx context.Context) {
+	s.mu.Lock()
+	s.caughtUp = true
+	s.mu.Unlock()
+	s.flush(ctx)
+}
+
+func (s *Service) flushLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.isCaughtUp() {
+				s.flush(ctx)
+			}
+		}
+	}
+}
+
+// flush writes the state (and the best program, when it changed) of every run folded since
+// the last flush. Writes during replay are skipped: they would only repeat older values.
+func (s *Service) flush(ctx context.Context) {
+	type pending struct {
+		state protocol.RunState
+		best  *protocol.Program
+	}
+	s.mu.Lock()
+	var todo []pending
+	for run := range s.dirty {
+		pop := s.pops[run]
+		p := pending{state: pop.State()}
+		if s.newBest[run] {
+			if b, ok := pop.Best(); ok {
+				p.best = &b
+			}
+		}
+		todo = append(todo, p)
+	}
+	clear(s.dirty)
+	clear(s.newBest)
+	s.mu.Unlock()
+	for _, p := range todo {
+		run := p.state.Run
+		if p.best != nil {
+			name := ""
+			if spec, err := s.runs.Spec(ctx, run); err == nil {
+				name = spec.ProgramName
+			}
+			b := &protocol.BestProgram{Meta: protocol.Meta{ID: p.best.ID, Run: run}, Program: *p.best, ProgramName: name, UpdatedAt: time.Now().UTC()}
+			if err := s.runs.PutBest(ctx, b); err != nil {
+				s.log.Error("write best program", "run", run, "err", err)
+			}
+		}
+		p.state.UpdatedAt = time.Now().UTC()
+		if err := s.runs.PutState(ctx, &p.state); err != nil {
+			s.log.Error("write run state", "run", run, "err", err)
+			s.mu.Lock()
+			s.dirty[run] = true
+			s.mu.Unlock()
+		}
+	}
+}
+
+// serveSample answers the planner: a parent and inspirations for an island.
+func (s *Service) serveSample(msg *nats.Msg) {
+	var req protocol.SampleRequest
+	reply := protocol.SampleReply{}
+	if err := protocol.Decode(msg.Data, &req); err != nil {
+		reply.Error = err.Error()
+	} else {
+		reply.Run = req.Run
+		s.mu.RLock()
+		pop, ok := s.pops[req.Run]
+		caughtUp := s.caughtUp
+		var found bool
+		if ok && caughtUp {
+			reply.Parent, reply.Top, reply.Inspirations, found = pop.Sample(req.Seed)
+		}
+		s.mu.RUnlock()
+		switch {
+		case !caughtUp:
+			reply.Error = "archive is replaying results; try again shortly"
+		case !found:
+			reply.Error = fmt.Sprintf("run %q has no evaluated program yet", req.Run)
+		}
+	}
+	data, err := protocol.Encode(&reply)
+	if err != nil {
+		s.log.Error("encode sample reply", "run", req.Run, "err", err)
+		return
+	}
+	if err := msg.Respond(data); err != nil {
+		s.log.Warn("sample reply", "run", req.Run, "err", err)
+	}
+}
+
+// event publishes a run event; events are for watchers, so a failure is logged, not fatal.
+func (s *Service) event(ctx context.Context, run, kind, message, candidate string, score float64) {
+	ev := &protocol.Event{
+		Meta: protocol.Meta{ID: fmt.Sprintf("ev.%s.%s.%s.%d", run, kind, candidate, time.Now().UnixNano()), Run: run},
+		Kind: kind, Message: message, CandidateID: candidate, Score: score, Time: time.Now().UTC(),
+	}
+	if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Event(run, kind), ev.ID, ev); err != nil {
+		s.log.Warn("publish event", "run", run, "kind", kind, "err", err)
+	}
+}
