@@ -52,7 +52,7 @@ func Pack(dir string, exclude ...string) ([]byte, string, error) {
 			}
 			return nil
 		}
-		if ex[rel] || !d.Type().IsRegular() || strings.HasSuffix(rel, ".pyc") {
+		if ex[rel] || skipped[d.Name()] || !d.Type().IsRegular() || strings.HasSuffix(rel, ".pyc") {
 			return nil
 		}
 		info, err := d.Info()

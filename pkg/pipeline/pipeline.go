@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -105,8 +106,12 @@ func Consume(ctx context.Context, cons jetstream.Consumer, cfg Config, h Handler
 				break more
 			}
 		}
-		batch, err := cons.Fetch(free, jetstream.FetchMaxWait(time.Second), jetstream.FetchContext(ctx))
+		// FetchContext and FetchMaxWait cannot be combined (ErrInvalidOption): the pull waits
+		// at most a second and ends at once on shutdown through one context.
+		fetchCtx, cancelFetch := context.WithTimeout(ctx, time.Second)
+		batch, err := cons.Fetch(free, jetstream.FetchContext(fetchCtx))
 		if err != nil {
+			cancelFetch()
 			for range free {
 				slots <- struct{}{}
 			}
@@ -130,11 +135,23 @@ func Consume(ctx context.Context, cons jetstream.Consumer, cfg Config, h Handler
 				handle(work, msg, cfg, h)
 			}()
 		}
+		cancelFetch()
 		for range free - got {
 			slots <- struct{}{}
 		}
 		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			// A pull pending when the consumer is deleted ends with ErrConsumerDeleted; later
+			// pulls find no responder at all.
+			if errors.Is(err, nats.ErrNoResponders) {
+				if _, ierr := cons.Info(ctx); errors.Is(ierr, jetstream.ErrConsumerNotFound) {
+					err = ierr
+				}
+			}
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return fmt.Errorf("%s: %w", cfg.Name, err)
+			}
 			cfg.Log.Warn("fetch batch ended with error", "stage", cfg.Name, "err", err)
+			sleep(ctx, time.Second)
 		}
 	}
 }

@@ -170,12 +170,16 @@ type SampleReply struct {
 	Error        string    `json:"error,omitempty"`
 }
 
-// RunStatus is a run's lifecycle state.
+// RunStatus is a run's lifecycle state, decided by the planner.
 type RunStatus string
 
 const (
+	// RunRunning: the planner issues tasks.
 	RunRunning RunStatus = "running"
-	RunDone    RunStatus = "done"
+	// RunStopping: the budget is spent or the target reached; tasks in flight still finish.
+	RunStopping RunStatus = "stopping"
+	// RunDone: every issued task's result is folded.
+	RunDone RunStatus = "done"
 )
 
 // RunSpec is the runs bucket's <run>.config value: what the run was seeded with.
@@ -188,11 +192,10 @@ type RunSpec struct {
 	CreatedAt    time.Time `json:"created_at"`
 }
 
-// RunState is the runs bucket's <run>.state value, written by the archive after each fold.
+// RunState is the runs bucket's <run>.state value, written by the archive after it folds
+// results. It is derived from RESULTS alone, so a replay rebuilds it exactly.
 type RunState struct {
 	Meta
-	Status     RunStatus        `json:"status"`
-	StopReason string           `json:"stop_reason,omitempty"`
 	Iterations int64            `json:"iterations"` // generated candidates folded
 	ByModel    map[string]int64 `json:"by_model,omitempty"`
 	Seeds      int64            `json:"seeds"`
@@ -206,11 +209,23 @@ type RunState struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// PlannerState is the runs bucket's <run>.planner value: what the planner has issued.
+// PlannerState is the runs bucket's <run>.planner value: what the planner has issued and
+// whether the run goes on.
 type PlannerState struct {
 	Meta
+	Status        RunStatus        `json:"status"`
+	StopReason    string           `json:"stop_reason,omitempty"`
 	Issued        int64            `json:"issued"`
 	IssuedByModel map[string]int64 `json:"issued_by_model,omitempty"`
-	Stopped       string           `json:"stopped,omitempty"`
+	StartedAt     time.Time        `json:"started_at"`
 	UpdatedAt     time.Time        `json:"updated_at"`
+}
+
+// BestProgram is the runs bucket's <run>.best value: the best program so far, whole, so that
+// `shoal best` needs nothing but the bucket.
+type BestProgram struct {
+	Meta
+	Program     Program   `json:"program"`
+	ProgramName string    `json:"program_name"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }

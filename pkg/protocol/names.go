@@ -75,11 +75,12 @@ func (n Names) GeneratorConsumer(model string) string {
 }
 
 // Keys in the runs bucket. The config key is written once by the archive when a run is
-// seeded; the state key by the archive after each fold; the planner key by the planner.
+// seeded; the state and best keys by the archive as it folds; the planner key by the planner.
 
 func RunConfigKey(run string) string  { return run + ".config" }
 func RunStateKey(run string) string   { return run + ".state" }
 func RunPlannerKey(run string) string { return run + ".planner" }
+func RunBestKey(run string) string    { return run + ".best" }
 
 func tokenAt(subject string, i int) string {
 	parts := strings.Split(subject, ".")

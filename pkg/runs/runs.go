@@ -122,6 +122,24 @@ func (s *Store) PutPlanner(ctx context.Context, st *protocol.PlannerState) error
 	return err
 }
 
+// Best returns the best program of the run; ErrUnknownRun if none was folded yet.
+func (s *Store) Best(ctx context.Context, run string) (*protocol.BestProgram, error) {
+	var b protocol.BestProgram
+	if _, err := natsx.GetJSON(ctx, s.kv, protocol.RunBestKey(run), &b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, fmt.Errorf("%w %q: no program evaluated yet", ErrUnknownRun, run)
+		}
+		return nil, err
+	}
+	return &b, nil
+}
+
+// PutBest writes the best program of the run.
+func (s *Store) PutBest(ctx context.Context, b *protocol.BestProgram) error {
+	_, err := natsx.PutJSON(ctx, s.kv, protocol.RunBestKey(b.Run), b)
+	return err
+}
+
 // List returns the ids of every seeded run, sorted.
 func (s *Store) List(ctx context.Context) ([]string, error) {
 	lister, err := s.kv.ListKeys(ctx)

@@ -1,0 +1,313 @@
+// Package evaluator is shoal's evaluator service: it takes candidates from the CANDIDATES
+// work queue, scores each in a sandbox with its run's evaluator (an OpenEvolve-style Python
+// file, or any command printing a JSON object of metrics), and publishes one result per
+// candidate to RESULTS. A broken or hostile candidate is a scored failure with a reason,
+// never a crashed service.
+package evaluator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shoal-run/shoal/pkg/bundle"
+	"github.com/shoal-run/shoal/pkg/natsx"
+	"github.com/shoal-run/shoal/pkg/pipeline"
+	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/runs"
+
+	"github.com/shoal-run/shoal/services/evaluator/internal/harness"
+)
+
+// Config configures one evaluator replica. Replicas with the same Names share the work.
+type Config struct {
+	Names protocol.Names
+	// ID names this replica in results and logs; default <hostname>-<pid>.
+	ID string
+	// Concurrency is how many candidates are evaluated at once; default runtime.NumCPU().
+	Concurrency int
+	// Python is the interpreter that runs Python evaluators; default "python3". It is
+	// resolved to its real path at start, so that evaluators see it as sys.executable.
+	Python string
+	// CacheDir holds fetched bundles, the harness and the per-evaluation work dirs;
+	// default <os.TempDir()>/shoal-evaluator.
+	CacheDir string
+	// MaxOutputBytes caps what is kept of each of a candidate's stdout and stderr; default
+	// 64 KiB.
+	MaxOutputBytes int
+}
+
+func (c *Config) setDefaults() {
+	if c.Names.Prefix == "" {
+		c.Names = protocol.NewNames("")
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "evaluator"
+		}
+		c.ID = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = runtime.NumCPU()
+	}
+	if c.Python == "" {
+		c.Python = "python3"
+	}
+	if c.CacheDir == "" {
+		c.CacheDir = filepath.Join(os.TempDir(), "shoal-evaluator")
+	}
+	if c.MaxOutputBytes == 0 {
+		c.MaxOutputBytes = 64 << 10
+	}
+}
+
+// Validate reports the first setting that cannot work, in words a user can act on.
+func (c *Config) Validate() error {
+	p := c.Names.Prefix
+	if strings.ContainsAny(p, " \t\r\n*>") || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") || strings.Contains(p, "..") {
+		return fmt.Errorf("evaluator config: prefix %q must be dot-separated tokens without spaces, '*' or '>'", p)
+	}
+	if c.Concurrency < 1 {
+		return fmt.Errorf("evaluator config: concurrency %d must be at least 1", c.Concurrency)
+	}
+	if c.MaxOutputBytes < 1024 {
+		return fmt.Errorf("evaluator config: max output %d bytes must be at least 1024", c.MaxOutputBytes)
+	}
+	if !filepath.IsAbs(c.CacheDir) {
+		return fmt.Errorf("evaluator config: cache dir %q must be an absolute path", c.CacheDir)
+	}
+	return nil
+}
+
+// Consumer settings: AckWait covers the gap between heartbeats, not a whole evaluation.
+const (
+	ackWait    = 60 * time.Second
+	maxDeliver = 5
+)
+
+// Service is one evaluator replica.
+type Service struct {
+	cfg Config
+	js  jetstream.JetStream
+	log *slog.Logger
+}
+
+// New checks cfg and binds the service to a NATS connection; Run starts the work.
+func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, errors.New("evaluator: nil NATS connection")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("evaluator: jetstream: %w", err)
+	}
+	return &Service{cfg: cfg, js: js, log: log.With("evaluator", cfg.ID)}, nil
+}
+
+// Run provisions the streams it needs, then evaluates candidates until ctx ends, and returns
+// nil once the candidates in hand are finished (or handed back after the drain limit). It
+// returns an error when it cannot start or its consumer fails.
+func (s *Service) Run(ctx context.Context) error {
+	w, cons, err := s.start(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while starting
+		}
+		return err
+	}
+	s.log.Info("evaluator started", "concurrency", s.cfg.Concurrency, "python", w.scorer.python, "cache_dir", s.cfg.CacheDir)
+	err = pipeline.Consume(ctx, cons, pipeline.Config{Name: "evaluator", Concurrency: s.cfg.Concurrency, Log: s.log}, w.handle)
+	s.log.Info("evaluator stopped")
+	return err
+}
+
+func (s *Service) start(ctx context.Context) (*worker, jetstream.Consumer, error) {
+	n := s.cfg.Names
+	if err := natsx.Provision(ctx, s.js, n); err != nil {
+		return nil, nil, err
+	}
+	store, err := runs.Open(ctx, s.js, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	bundles, err := s.js.ObjectStore(ctx, n.BundlesStore())
+	if err != nil {
+		return nil, nil, fmt.Errorf("open bundles store: %w", err)
+	}
+	h, err := harness.Install(s.cfg.CacheDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	python, err := resolvePython(ctx, s.cfg.Python)
+	if err != nil {
+		return nil, nil, err
+	}
+	cons, err := natsx.EnsureConsumer(ctx, s.js, n.CandidatesStream(), jetstream.ConsumerConfig{
+		Durable:       n.EvaluatorConsumer(),
+		FilterSubject: n.AllCandidates(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    maxDeliver,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	w := &worker{
+		names:    n,
+		id:       s.cfg.ID,
+		js:       s.js,
+		runs:     store,
+		bundles:  bundles,
+		cacheDir: filepath.Join(s.cfg.CacheDir, "bundles"),
+		scorer: &scorer{
+			python:    python,
+			harness:   h,
+			workRoot:  filepath.Join(s.cfg.CacheDir, "work"),
+			maxOutput: s.cfg.MaxOutputBytes,
+			log:       s.log,
+		},
+		log: s.log,
+	}
+	return w, cons, nil
+}
+
+// resolvePython finds the interpreter's real path by asking it, which also proves it runs:
+// a shim (pyenv, asdf) would otherwise run in the sandbox's bare environment on every
+// evaluation.
+func resolvePython(ctx context.Context, python string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, python, "-c", "import sys; print(sys.executable)").Output()
+	if err != nil {
+		return "", fmt.Errorf("python interpreter %q does not run (%w); set --python or SHOAL_PYTHON", python, err)
+	}
+	path := strings.TrimSpace(string(out))
+	if path == "" {
+		return "", fmt.Errorf("python interpreter %q does not report its path; set --python or SHOAL_PYTHON", python)
+	}
+	return path, nil
+}
+
+// worker handles one candidate message at a time, many at once.
+type worker struct {
+	names    protocol.Names
+	id       string
+	js       jetstream.JetStream
+	runs     *runs.Store
+	bundles  jetstream.ObjectStore
+	cacheDir string
+	scorer   *scorer
+	log      *slog.Logger
+}
+
+// handle turns one candidate into one result. Redelivery is harmless: the result's id is
+// derived from the candidate's, so JetStream stores it once.
+func (w *worker) handle(ctx context.Context, msg jetstream.Msg) error {
+	var c protocol.Candidate
+	if err := protocol.Decode(msg.Data(), &c); err != nil {
+		return pipeline.Permanent(fmt.Errorf("candidate on %s: %w", msg.Subject(), err))
+	}
+	if c.Run == "" {
+		c.Run = w.names.RunFromSubject(msg.Subject())
+	}
+	if err := protocol.ValidateRunID(c.Run); err != nil {
+		return pipeline.Permanent(fmt.Errorf("candidate %s: %w", c.ID, err))
+	}
+	if c.ID == "" {
+		return pipeline.Permanent(fmt.Errorf("candidate on %s has no id", msg.Subject()))
+	}
+	start := time.Now()
+	res := &protocol.Result{
+		Meta:      protocol.Meta{ID: protocol.ResultID(c.ID), Run: c.Run},
+		Candidate: c,
+		Evaluator: w.id,
+	}
+	if c.Rejected != "" {
+		res.Status, res.Reason = protocol.StatusRejected, c.Rejected
+	} else if err := w.evaluate(ctx, msg, res); err != nil {
+		return err
+	}
+	res.EvalMS = time.Since(start).Milliseconds()
+	res.CreatedAt = time.Now().UTC()
+	if err := w.publish(ctx, res); err != nil {
+		return err
+	}
+	w.log.Info("candidate evaluated", "run", c.Run, "candidate", c.ID, "status", res.Status, "score", res.Score, "stage", res.Stage, "reason", res.Reason, "eval_ms", res.EvalMS)
+	return nil
+}
+
+// evaluate fills res from the run's evaluator. Trouble on the service's side (the run's spec
+// or bundle cannot be read) is retried; on the last delivery it becomes a failed result, so
+// that every candidate is accounted for in RESULTS.
+func (w *worker) evaluate(ctx context.Context, msg jetstream.Msg, res *protocol.Result) error {
+	c := &res.Candidate
+	spec, err := w.runs.Spec(ctx, c.Run)
+	if errors.Is(err, runs.ErrUnknownRun) {
+		return pipeline.Permanent(err)
+	}
+	var bundleDir string
+	if err == nil && spec.BundleDigest != "" {
+		bundleDir, err = bundle.Fetch(ctx, w.bundles, spec.BundleDigest, w.cacheDir)
+	}
+	if err != nil {
+		if ctx.Err() != nil || !lastDelivery(msg) {
+			return err
+		}
+		res.Status, res.Reason = protocol.StatusFailed, "evaluator setup: "+err.Error()
+		return nil
+	}
+	v, err := w.scorer.score(ctx, job{
+		cfg:        spec.Config,
+		bundleDir:  bundleDir,
+		programExt: filepath.Ext(spec.ProgramName),
+		code:       c.Code,
+	})
+	if err != nil {
+		return err
+	}
+	res.Status, res.Reason, res.Stage = v.Status, v.Reason, v.Stage
+	res.Metrics, res.Artifacts = v.Metrics, v.Artifacts
+	if v.Status == protocol.StatusOK {
+		res.Score, _ = spec.Config.Fitness(v.Metrics)
+	}
+	return nil
+}
+
+// publish stores the result under its derived id. A result over the body limit loses its
+// artifacts rather than the result itself.
+func (w *worker) publish(ctx context.Context, res *protocol.Result) error {
+	subject := w.names.Result(res.Run)
+	_, err := natsx.Publish(ctx, w.js, subject, res.ID, res)
+	if errors.Is(err, protocol.ErrTooLarge) {
+		res.Artifacts = map[string]string{"note": "artifacts dropped: the result was over the message size limit"}
+		_, err = natsx.Publish(ctx, w.js, subject, res.ID, res)
+		if errors.Is(err, protocol.ErrTooLarge) {
+			return pipeline.Permanent(err)
+		}
+	}
+	return err
+}
+
+func lastDelivery(msg jetstream.Msg) bool {
+	md, err := msg.Metadata()
+	return err == nil && md.NumDelivered >= maxDeliver
+}

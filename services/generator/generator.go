@@ -1,0 +1,351 @@
+// Package generator turns tasks into candidates. A replica pulls tasks from the planner
+// (shoal.task.<run>.<model>), asks the task's model for a program — an OpenAI-compatible
+// endpoint, or the built-in mutate operators when the model needs no LLM — applies the reply to
+// the parent, and publishes the candidate for the evaluators (shoal.candidate.<run>).
+//
+// Every task yields exactly one candidate with a stable id. A reply that cannot become a
+// program (no blocks, no match, an edit outside the evolve blocks, an empty rewrite, a model
+// that kept failing) is published as a rejected candidate with the reason, so the archive sees
+// every iteration and the user sees why it was lost.
+package generator
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shoal-run/shoal/pkg/natsx"
+	"github.com/shoal-run/shoal/pkg/pipeline"
+	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/runconfig"
+	"github.com/shoal-run/shoal/pkg/runs"
+)
+
+// Config configures one generator replica.
+type Config struct {
+	Names protocol.Names
+	// ID names this replica in the candidates it writes; default generator-<host>-<pid>.
+	ID string
+	// Models is empty for a replica that serves every model of every run, or holds the one
+	// model this replica serves. Replicas of one model share a consumer and split its tasks.
+	Models []string
+	// Concurrency is how many tasks this replica works on at once; default 16. Each model's
+	// own concurrency (llm.models[].concurrency) further bounds the requests to its endpoint.
+	Concurrency int
+	// Getenv reads API keys named in run configs ("${VAR}"); default os.Getenv.
+	Getenv func(string) string
+	// HTTPClient reaches model endpoints; default a client that keeps enough idle
+	// connections per host for Concurrency requests.
+	HTTPClient *http.Client
+}
+
+func (c *Config) setDefaults() {
+	if c.Names.Prefix == "" {
+		c.Names = protocol.NewNames("")
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = fmt.Sprintf("generator-%s-%d", host, os.Getpid())
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 16
+	}
+	if c.Getenv == nil {
+		c.Getenv = os.Getenv
+	}
+}
+
+// Validate reports a config a replica cannot run with.
+func (c *Config) Validate() error {
+	switch {
+	case len(c.Models) > 1:
+		return fmt.Errorf("%w: models %q: a replica serves one model or all of them; start one replica per model instead", ErrConfig, c.Models)
+	case len(c.Models) == 1 && strings.TrimSpace(c.Models[0]) == "":
+		return fmt.Errorf("%w: model name is empty; leave it out to serve every model", ErrConfig)
+	case c.Concurrency < 1:
+		return fmt.Errorf("%w: concurrency %d: want at least 1", ErrConfig, c.Concurrency)
+	}
+	return nil
+}
+
+// Consumer settings: a task may wait on a slow model for minutes; heartbeats from the
+// pipeline keep it claimed meanwhile, and AckWait bounds how long a dead replica holds it.
+const (
+	ackWait    = 5 * time.Minute
+	maxDeliver = 5
+)
+
+// backend produces the code of one candidate. An error is a rejection whose reason the
+// candidate carries, unless ctx ended, in which case the task is handed back.
+type backend interface {
+	generate(ctx context.Context, task *protocol.Task, model runconfig.Model) (code, summary string, tokens protocol.TokenUsage, err error)
+}
+
+// Service is one generator replica.
+type Service struct {
+	cfg      Config
+	js       jetstream.JetStream
+	log      *slog.Logger
+	http     *http.Client
+	ownsHTTP bool
+	backends map[string]backend
+	limits   limits
+}
+
+// New checks cfg and prepares a replica; Run starts it.
+func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, errors.New("generator: no NATS connection")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("generator: jetstream: %w", err)
+	}
+	s := &Service{cfg: cfg, js: js, log: log.With("generator", cfg.ID), http: cfg.HTTPClient}
+	if s.http == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = cfg.Concurrency
+		s.http, s.ownsHTTP = &http.Client{Transport: tr}, true
+	}
+	s.backends = map[string]backend{
+		runconfig.BackendMutate: mutateBackend{},
+		runconfig.BackendOpenAI: openaiBackend{http: s.http, getenv: cfg.Getenv},
+		runconfig.BackendLaunch: unavailable{reason: "backend launch needs GPU leases, not available in this build"},
+	}
+	return s, nil
+}
+
+// Run provisions the streams, joins the replicas' shared consumer and turns tasks into
+// candidates until ctx ends; then it stops pulling, lets running tasks finish (the pipeline
+// bounds the wait) and returns nil.
+func (s *Service) Run(ctx context.Context) error {
+	if s.ownsHTTP {
+		defer s.http.CloseIdleConnections()
+	}
+	if err := natsx.Provision(ctx, s.js, s.cfg.Names); err != nil {
+		return fmt.Errorf("generator: %w", err)
+	}
+	store, err := runs.Open(ctx, s.js, s.cfg.Names)
+	if err != nil {
+		return fmt.Errorf("generator: %w", err)
+	}
+	cons, err := s.consumer(ctx)
+	if err != nil {
+		return err
+	}
+	s.log.Info("generator started", "models", s.served(), "concurrency", s.cfg.Concurrency)
+	err = pipeline.Consume(ctx, cons, pipeline.Config{
+		Name:        "generator",
+		Concurrency: s.cfg.Concurrency,
+		Log:         s.log,
+	}, func(ctx context.Context, msg jetstream.Msg) error {
+		return s.handle(ctx, store, msg)
+	})
+	s.log.Info("generator stopped")
+	return err
+}
+
+func (s *Service) served() string {
+	if len(s.cfg.Models) == 0 {
+		return "all"
+	}
+	return s.cfg.Models[0]
+}
+
+// consumer ensures the durable consumer this replica shares with the others serving the same
+// models.
+func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	n := s.cfg.Names
+	name, filter, what := n.GeneratorConsumer(""), n.AllTasks(), "every model"
+	if len(s.cfg.Models) == 1 {
+		m := s.cfg.Models[0]
+		name, filter, what = n.GeneratorConsumer(m), n.TasksForModel(m), "model "+m
+	}
+	cons, err := natsx.EnsureConsumer(ctx, s.js, n.TasksStream(), jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "generators serving " + what,
+		FilterSubject: filter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    maxDeliver,
+	})
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == 10100 {
+		return nil, fmt.Errorf("generator: %w: tasks of %s are already taken by another consumer of %s: replicas serving every model and replicas serving one model cannot run side by side", err, what, n.TasksStream())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("generator: %w", err)
+	}
+	return cons, nil
+}
+
+// handle turns one task into one candidate. A task that cannot be read or names an unknown
+// run is terminated; anything a retry may fix is returned for redelivery; everything else
+// becomes a candidate, rejected or not.
+func (s *Service) handle(ctx context.Context, store *runs.Store, msg jetstream.Msg) error {
+	start := time.Now()
+	var task protocol.Task
+	if err := protocol.Decode(msg.Data(), &task); err != nil {
+		return pipeline.Permanent(fmt.Errorf("task on %s: %w", msg.Subject(), err))
+	}
+	if task.Run == "" {
+		task.Run = s.cfg.Names.RunFromSubject(msg.Subject())
+	}
+	if err := protocol.ValidateRunID(task.Run); err != nil {
+		return pipeline.Permanent(fmt.Errorf("task %s: %w", task.ID, err))
+	}
+	if task.ID == "" {
+		return pipeline.Permanent(fmt.Errorf("task on %s has no id", msg.Subject()))
+	}
+	spec, err := store.Spec(ctx, task.Run)
+	switch {
+	case errors.Is(err, runs.ErrUnknownRun) || errors.Is(err, runconfig.ErrInvalid):
+		return pipeline.Permanent(fmt.Errorf("task %s: %w", task.ID, err))
+	case err != nil:
+		return fmt.Errorf("task %s: %w", task.ID, err)
+	}
+
+	code, summary, tokens, err := s.generate(ctx, &task, spec.Config)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("task %s: %w", task.ID, err) // shutting down: another replica takes it
+	}
+	c := protocol.Candidate{
+		Meta:       protocol.Meta{ID: protocol.CandidateID(task.ID), Run: task.Run},
+		TaskID:     task.ID,
+		ParentID:   task.Parent.ID,
+		Iteration:  task.Iteration,
+		Island:     task.Island,
+		Model:      task.Model,
+		Language:   cmp.Or(task.Language, spec.Config.Language),
+		Generation: task.Parent.Generation + 1,
+		Tokens:     tokens,
+		Generator:  s.cfg.ID,
+	}
+	if err == nil {
+		err = check(code, task.Parent.Code, spec.Config.MaxCodeLength)
+	}
+	if err != nil {
+		c.Rejected = err.Error()
+	} else {
+		c.Code, c.Changes = code, summary
+	}
+	c.GenerateMS = time.Since(start).Milliseconds()
+	c.CreatedAt = time.Now().UTC()
+	if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Candidate(task.Run), c.ID, &c); err != nil {
+		return err
+	}
+	log := s.log.With("run", task.Run, "candidate", c.ID, "model", task.Model, "ms", c.GenerateMS)
+	if c.Rejected != "" {
+		log.Info("candidate rejected", "reason", c.Rejected)
+	} else {
+		log.Debug("candidate published", "changes", c.Changes)
+	}
+	return nil
+}
+
+// generate finds the task's model in the run's config and asks its backend for code, holding
+// one of the model's concurrency slots for this run meanwhile.
+func (s *Service) generate(ctx context.Context, task *protocol.Task, cfg *runconfig.Config) (string, string, protocol.TokenUsage, error) {
+	var none protocol.TokenUsage
+	model, ok := cfg.ModelByName(task.Model)
+	if !ok {
+		return "", "", none, fmt.Errorf("model %q is not in the run's config", task.Model)
+	}
+	b, ok := s.backends[model.Backend]
+	if !ok {
+		return "", "", none, fmt.Errorf("model %q: backend %q is not one this generator knows", model.Name, model.Backend)
+	}
+	switch task.Mode {
+	case "":
+		task.Mode = protocol.ModeRewrite
+		if cfg.DiffBasedEvolution {
+			task.Mode = protocol.ModeDiff
+		}
+	case protocol.ModeDiff, protocol.ModeRewrite:
+	default:
+		return "", "", none, fmt.Errorf("task mode %q is neither %q nor %q", task.Mode, protocol.ModeDiff, protocol.ModeRewrite)
+	}
+	if task.Language == "" {
+		task.Language = cfg.Language
+	}
+	release, err := s.limits.acquire(ctx, task.Run+"\x00"+model.Name, model.Concurrency)
+	if err != nil {
+		return "", "", none, err
+	}
+	defer release()
+	return b.generate(ctx, task, model)
+}
+
+// check rejects code that is no use to evaluate.
+func check(code, parent string, maxLen int) error {
+	if strings.TrimSpace(code) == "" {
+		return errors.New("the reply produced an empty program")
+	}
+	if n := utf8.RuneCountInString(code); maxLen > 0 && n > maxLen {
+		return fmt.Errorf("program is %d characters, over max_code_length %d", n, maxLen)
+	}
+	if sameProgram(code, parent) {
+		return errors.New("no change: the program is identical to its parent")
+	}
+	return nil
+}
+
+// sameProgram ignores trailing whitespace and trailing blank lines, which change nothing a
+// program does.
+func sameProgram(a, b string) bool {
+	norm := func(s string) string {
+		lines := strings.Split(strings.ReplaceAll(s, "\r\n", "\n"), "\n")
+		for i, l := range lines {
+			lines[i] = strings.TrimRight(l, " \t")
+		}
+		return strings.TrimRight(strings.Join(lines, "\n"), "\n")
+	}
+	return norm(a) == norm(b)
+}
+
+// limits bounds the requests in flight to each (run, model), so that a replica working on many
+// tasks does not send a model endpoint more than the run's config allows.
+type limits struct {
+	mu   sync.Mutex
+	sems map[string]chan struct{}
+}
+
+func (l *limits) acquire(ctx context.Context, key string, n int) (release func(), err error) {
+	if n <= 0 {
+		return func() {}, nil
+	}
+	l.mu.Lock()
+	if l.sems == nil {
+		l.sems = map[string]chan struct{}{}
+	}
+	sem, ok := l.sems[key]
+	if !ok {
+		sem = make(chan struct{}, n)
+		l.sems[key] = sem
+	}
+	l.mu.Unlock()
+	select {
+	case sem <- struct{}{}:
+		return func() { <-sem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
