@@ -28,7 +28,7 @@ import (
 // stack is the four services over one embedded JetStream server, each on its own connection,
 // each stoppable on its own (to test restarts).
 type stack struct {
-	t      *testing.T
+	t      testing.TB
 	env    *natstest.TestEnv
 	client *client
 	log    *slog.Logger
@@ -37,7 +37,7 @@ type stack struct {
 	running map[string]func()
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t testing.TB) *stack {
 	t.Helper()
 	env := natstest.StartTestEnv(t)
 	s := &stack{t: t, env: env, running: map[string]func(){}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -178,7 +178,7 @@ func (s *stack) results(run string) []protocol.Result {
 	}
 }
 
-func exampleDir(t *testing.T) string {
+func exampleDir(t testing.TB) string {
 	t.Helper()
 	dir, err := extractExample("function_minimization", t.TempDir())
 	if err != nil {
