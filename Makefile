@@ -28,10 +28,13 @@ lint: ## gofmt and go vet over every module
 	@bad=$$(gofmt -l $(MODULES)); if [ -n "$$bad" ]; then echo "not gofmt-clean:"; echo "$$bad"; exit 1; fi
 	@for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
 
+bench: ## every benchmark in every module (figures in docs/benchmarks.md)
+	@for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem $(BENCH_FLAGS) ./... | grep -E '^(Benchmark|pkg:)') || exit 1; done
+
 tidy: ## go mod tidy in every module
 	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
 
 clean: ## remove build output and local run state
 	rm -rf $(BIN) out .shoal
 
-.PHONY: help build run test lint tidy clean
+.PHONY: help build run test lint bench tidy clean
