@@ -51,6 +51,9 @@ published. With a program alone it adds that program to an existing run, as
 			if err := protocol.ValidateRunID(run); err != nil {
 				return err
 			}
+			if _, err := c.runs.Spec(ctx, run); err != nil {
+				return fmt.Errorf("%w: start the run with --config, --evaluator and --program first", err)
+			}
 			text, err := os.ReadFile(program)
 			if err != nil {
 				return err
