@@ -30,6 +30,8 @@ lint: ## gofmt and go vet over every module
 
 bench: ## every benchmark in every module (figures in docs/benchmarks.md)
 	@for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem $(BENCH_FLAGS) ./... | grep -E '^(Benchmark|pkg:)') || exit 1; done
+	@echo "== GPU placement: replicas placed / VRAM leased (GiB) per strategy"
+	@cd pkg && go run ./gpu/internal/placebench
 
 tidy: ## go mod tidy in every module
 	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done

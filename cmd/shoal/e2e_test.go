@@ -75,7 +75,7 @@ func (s *stack) start(name string) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	run, err := newService(name, s.env.Names, nc, s.log)
+	run, err := newService(name, s.env.Names, nc, s.log, upOptions{gpus: "none"})
 	if err != nil {
 		s.t.Fatal(err)
 	}

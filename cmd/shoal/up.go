@@ -39,6 +39,7 @@ type upOptions struct {
 	fresh, noSeed              bool
 	only                       []string
 	logLevel                   string
+	gpus, host                 string
 }
 
 func upCmd() *cobra.Command {
@@ -76,6 +77,8 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.BoolVar(&o.noSeed, "no-seed", false, "start the services only; seed later with `shoal seed`")
 	f.StringSliceVar(&o.only, "only", nil, "run only these services (planner,generator,evaluator,archive)")
 	f.StringVar(&o.logLevel, "log-level", "info", "level of the log file (debug, info, warn, error)")
+	f.StringVar(&o.gpus, "gpus", os.Getenv("SHOAL_GPUS"), `GPUs for launch models: empty discovers them with NVML; "4x11GiB" declares them; "none" has none (env SHOAL_GPUS)`)
+	f.StringVar(&o.host, "host", os.Getenv("SHOAL_HOST"), "host name in the GPU lease bucket (default: the hostname; env SHOAL_HOST)")
 	return cmd
 }
 
@@ -120,7 +123,7 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 			return err
 		}
 		defer nc.Close()
-		run, err := newService(name, names, nc, log)
+		run, err := newService(name, names, nc, log, o)
 		if err != nil {
 			return err
 		}
@@ -219,7 +222,7 @@ func splitHostPort(addr string) (string, int, error) {
 	return addr[:i], port, nil
 }
 
-func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logger) (func(context.Context) error, error) {
+func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logger, o upOptions) (func(context.Context) error, error) {
 	switch name {
 	case "planner":
 		s, err := planner.New(planner.Config{Names: names}, nc, log)
@@ -228,7 +231,7 @@ func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logg
 		}
 		return s.Run, nil
 	case "generator":
-		s, err := generator.New(generator.Config{Names: names}, nc, log)
+		s, err := generator.New(generator.Config{Names: names, GPUs: o.gpus, Host: o.host}, nc, log)
 		if err != nil {
 			return nil, err
 		}

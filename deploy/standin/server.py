@@ -43,10 +43,11 @@ class Model:
         self.devices = [f"cuda:{i}" for i in range(n)]
         layer_mib = width * width * 2 / 2**20
         count = max(1, int(weights_mib / layer_mib))
-        g = torch.Generator(device="cpu").manual_seed(seed)
+        torch.manual_seed(seed)
         for i in range(count):
             dev = self.devices[i * n // count]
-            w = (torch.randn(width, width, generator=g, dtype=torch.float32) / width**0.5).to(torch.float16).to(dev)
+            # Drawn on the GPU itself: filling tens of GiB through the CPU would take minutes.
+            w = torch.randn(width, width, dtype=torch.float16, device=dev) / width**0.5
             self.layers.append(w)
             self.allocated[dev] = self.allocated.get(dev, 0) + layer_mib
 

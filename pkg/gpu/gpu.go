@@ -21,7 +21,7 @@ const (
 	LinkUnknown     Link = iota
 	LinkCrossCPU         // across CPU sockets (NVML SYSTEM)
 	LinkSameCPU          // same NUMA node, through the CPU's host bridges (NVML NODE)
-	LinkHostBridge       // through one host bridge (NVML MULTIPLE/HOSTBRIDGE)
+	LinkHostBridge       // through one host bridge (NVML HOSTBRIDGE)
 	LinkMultiSwitch      // through several PCIe switches (NVML MULTIPLE)
 	LinkSameSwitch       // behind one PCIe switch (NVML SINGLE)
 	LinkSameBoard        // two GPUs of one board (NVML INTERNAL)
@@ -90,3 +90,6 @@ type Variant struct {
 	// empty means 1, 2, 4, 8.
 	GroupSizes []int `json:"group_sizes,omitempty"`
 }
+
+// String names the link as inventory files spell it ("nvlink", "same-switch", …).
+func (l Link) String() string { return linkName(l) }

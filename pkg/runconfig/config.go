@@ -1,5 +1,5 @@
 // Package runconfig reads a run's config.yaml: OpenEvolve's keys, unchanged, plus a few of
-// shoal's own (target_score, max_wall_time, llm.models[].backend and .concurrency,
+// shoal's own (target_score, max_wall_time, llm.models[].backend, .concurrency and .launch,
 // evaluator.file and .command).
 //
 // Parse starts from Default and lays the YAML over it. Nothing in the file is dropped
@@ -92,6 +92,75 @@ type Model struct {
 	Backend string
 	// Concurrency is the number of requests in flight per generator.
 	Concurrency int
+	// Launch says how a generator starts the model's server on leased GPUs; only a model
+	// whose Backend is BackendLaunch uses it.
+	Launch Launch
+}
+
+// Launch is the model server a generator starts for a BackendLaunch model, once it holds a
+// lease on GPUs for one of the Variants.
+type Launch struct {
+	// Command is the server's executable and arguments. In every argument {port} becomes
+	// the port the server must listen on (on 127.0.0.1), {gpus} the leased GPUs' UUIDs
+	// joined by commas, {n_gpus} their number, {model} the variant's ModelPath (or the
+	// model's name) and {variant} the variant's name.
+	Command []string
+	// HealthPath is fetched until it answers 200; then the server is ready.
+	HealthPath string
+	// StartupTimeout bounds the wait from the start of the command to a healthy server.
+	StartupTimeout time.Duration
+	// Variants are the ways to serve the model, most preferred first (Q8 on two GPUs, then
+	// Q4 on one); the lease goes to the first that fits.
+	Variants []Variant
+}
+
+// Placeholders are the names that Launch.Command may hold in braces.
+func Placeholders() []string { return []string{"port", "gpus", "n_gpus", "model", "variant"} }
+
+// Variant is one way to serve a launched model: a model file and the GPU memory it needs.
+// Memory is in MiB as plain numbers, so that reading a config does not pull in GPU discovery
+// (pkg/gpu's gpu.Variant is what placement takes).
+type Variant struct {
+	Name string
+	// ModelPath is the model the server loads ({model}); it is also the model name sent in
+	// requests. Empty: the model's name.
+	ModelPath string
+	// NeedMiB is the memory the variant needs over all its GPUs (weights + KV cache); 0
+	// asks the generator to estimate it from ModelPath for ContextLength tokens.
+	NeedMiB int64
+	// PerGPUOverheadMiB is added on every GPU the variant spans (CUDA context, activations).
+	PerGPUOverheadMiB int64
+	// GroupSizes are the GPU counts the server can split over; empty: 1, 2, 4, 8.
+	GroupSizes []int
+	// ContextLength sizes the KV cache when the need is estimated.
+	ContextLength int
+}
+
+// Launch defaults, applied when a model's launch section is read.
+const (
+	DefaultHealthPath        = "/v1/models"
+	DefaultStartupTimeout    = 600 * time.Second
+	DefaultPerGPUOverheadMiB = 512
+	DefaultContextLength     = 4096
+)
+
+// ServedName is the model name a launched server answers to: the variant's ModelPath, or
+// the model's name when the variant names no file.
+func (m Model) ServedName(v Variant) string {
+	if v.ModelPath != "" {
+		return v.ModelPath
+	}
+	return m.Name
+}
+
+// Variant finds one of the model's launch variants by name.
+func (m Model) Variant(name string) (Variant, bool) {
+	for _, v := range m.Launch.Variants {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return Variant{}, false
 }
 
 // Backends a model can name.

@@ -566,6 +566,23 @@ func stringsTo(dst *[]string) setFunc {
 	}
 }
 
+func intsTo(dst *[]int) setFunc {
+	return func(d *decoder, n *yaml.Node, key string) {
+		out := make([]int, 0, len(n.Content))
+		ok := d.list(n, key, "a list of whole numbers", func(item *yaml.Node, k string) {
+			var v int
+			before := len(d.errs)
+			intTo(&v)(d, item, k)
+			if len(d.errs) == before {
+				out = append(out, v)
+			}
+		})
+		if ok && len(out) == len(n.Content) {
+			*dst = out
+		}
+	}
+}
+
 func floatsTo(dst *[]float64) setFunc {
 	return func(d *decoder, n *yaml.Node, key string) {
 		if v, ok := d.floats(n, key); ok {

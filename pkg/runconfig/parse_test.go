@@ -396,6 +396,9 @@ llm:
       retry_delay: 0
       backend: launch
       concurrency: 16
+      launch:
+        command: [./serve, --port, "{port}"]
+        variants: [{name: q8, need_gib: 12}]
     - name: gpt-4o
     - name: built-in
       backend: mutate
@@ -423,6 +426,10 @@ llm:
 	local := Model{
 		Name: "local", Weight: 1, APIBase: "http://gpu-1:8000/v1", APIKey: "none", Temperature: 0, TopP: 0.5,
 		MaxTokens: 1024, Timeout: 10 * time.Minute, Retries: 0, RetryDelay: 0, Backend: BackendLaunch, Concurrency: 16,
+		Launch: Launch{
+			Command: []string{"./serve", "--port", "{port}"}, HealthPath: "/v1/models", StartupTimeout: 10 * time.Minute,
+			Variants: []Variant{{Name: "q8", NeedMiB: 12 * 1024, PerGPUOverheadMiB: 512, ContextLength: 4096}},
+		},
 	}
 	gpt := inherited
 	gpt.Name = "gpt-4o"
@@ -443,7 +450,7 @@ llm:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.got != tt.want {
+			if !reflect.DeepEqual(tt.got, tt.want) {
 				t.Errorf("model:\ngot  %+v\nwant %+v", tt.got, tt.want)
 			}
 		})

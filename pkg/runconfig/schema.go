@@ -1,10 +1,10 @@
 package runconfig
 
 import (
+	"math"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
-)
+	"go.yaml.in/yaml/v3")
 
 // rootSchema is every key config.yaml may hold, bound to c. The tables below are the one
 // list of keys: Parse reads with them, KnownKeys and IgnoredKeys list them.
@@ -121,9 +121,73 @@ func modelSchema(m *Model) schema {
 			{name: "retry_delay", set: durationTo(&m.RetryDelay)},
 			{name: "backend", set: stringTo(&m.Backend)},
 			{name: "concurrency", set: intTo(&m.Concurrency)},
+			{name: "launch", set: func(d *decoder, n *yaml.Node, key string) { d.launch(&m.Launch, n, key) },
+				sub: func() schema { return launchSchema(new(Launch)) }},
 		},
 		ignored: modelIgnored(),
 	}
+}
+
+func launchSchema(l *Launch) schema {
+	return schema{
+		fields: []field{
+			{name: "command", set: stringsTo(&l.Command)},
+			{name: "health_path", set: stringTo(&l.HealthPath)},
+			{name: "startup_timeout", set: durationTo(&l.StartupTimeout)},
+			{name: "variants", set: func(d *decoder, n *yaml.Node, key string) { l.Variants = d.variants(n, key) },
+				sub: func() schema { return variantSchema(new(Variant), new(float64)) }, list: true},
+		},
+	}
+}
+
+// variantSchema reads need_gib into gib; variants turns it into Variant.NeedMiB.
+func variantSchema(v *Variant, gib *float64) schema {
+	return schema{
+		fields: []field{
+			{name: "name", set: stringTo(&v.Name)},
+			{name: "model_path", set: stringTo(&v.ModelPath)},
+			{name: "need_mib", set: intTo(&v.NeedMiB)},
+			{name: "need_gib", set: floatTo(gib)},
+			{name: "per_gpu_overhead_mib", set: intTo(&v.PerGPUOverheadMiB)},
+			{name: "group_sizes", set: intsTo(&v.GroupSizes)},
+			{name: "context_length", set: intTo(&v.ContextLength)},
+		},
+	}
+}
+
+// launch reads a model's launch section over the launch defaults.
+func (d *decoder) launch(l *Launch, n *yaml.Node, key string) {
+	*l = Launch{HealthPath: DefaultHealthPath, StartupTimeout: DefaultStartupTimeout}
+	if d.mapping(n, key, "a mapping with command and variants") {
+		d.section(n, key, launchSchema(l))
+	}
+}
+
+// variants reads a list of launch variants, each over the variant defaults.
+func (d *decoder) variants(n *yaml.Node, key string) []Variant {
+	var out []Variant
+	d.list(n, key, "a list of variants, each a mapping with a name and need_gib", func(item *yaml.Node, k string) {
+		if !d.mapping(item, k, "a mapping with a name and need_gib") {
+			return
+		}
+		v := Variant{PerGPUOverheadMiB: DefaultPerGPUOverheadMiB, ContextLength: DefaultContextLength}
+		var gib float64
+		set := d.section(item, k, variantSchema(&v, &gib))
+		if set["need_gib"] {
+			switch mib := math.Round(gib * 1024); {
+			case set["need_mib"]:
+				d.fail(k+".need_gib", "is set together with need_mib; set one of them")
+			case !finite(gib) || gib <= 0:
+				d.fail(k+".need_gib", "%s is not a positive number; want the GiB the variant needs, such as 12.5", num(gib))
+			case mib >= 1<<53:
+				d.fail(k+".need_gib", "%s is too large", num(gib))
+			default:
+				v.NeedMiB = max(int64(mib), 1)
+			}
+		}
+		out = append(out, v)
+	})
+	return out
 }
 
 // modelIgnored are OpenEvolve's per-model keys (also accepted at the llm level) that shoal
@@ -294,6 +358,9 @@ func (d *decoder) models(n *yaml.Node, key string) []modelEntry {
 		}
 		e := modelEntry{Model: Model{Weight: 1, Concurrency: 4}}
 		e.set = d.section(item, k, modelSchema(&e.Model))
+		if e.Backend != BackendLaunch && len(e.Launch.Command) > 0 {
+			d.warn(k+".launch", "is used only with backend: launch; ignored")
+		}
 		out = append(out, e)
 	})
 	return out

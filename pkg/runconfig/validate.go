@@ -226,14 +226,91 @@ func (v *validator) models(path string, models []Model, l LLM) {
 			v.add(key+".weight", "%s is not more than 0; want a positive weight", num(m.Weight))
 		}
 		switch m.Backend {
-		case BackendOpenAI, BackendLaunch:
+		case BackendOpenAI:
 			// The built-in mutator sends no requests; the others need usable request settings.
 			v.request(key, m.request(), l.request())
+		case BackendLaunch:
+			v.request(key, m.request(), l.request())
+			v.launch(key+".launch", m.Launch)
 		case BackendMutate:
 		default:
 			v.add(key+".backend", "%q is not one of %s, %s, %s", m.Backend, BackendOpenAI, BackendMutate, BackendLaunch)
 		}
 		v.atLeast(key+".concurrency", int64(m.Concurrency), 1)
+	}
+}
+
+// launch checks what a generator needs to start a model's server: a command that listens on
+// {port}, and variants whose memory need is declared or can be estimated.
+func (v *validator) launch(key string, l Launch) {
+	switch {
+	case len(l.Command) == 0:
+		v.add(key+".command", `is not set; backend launch needs the server's command, such as [vllm, serve, "{model}", --port, "{port}"]`)
+	case !slices.ContainsFunc(l.Command, func(arg string) bool { return strings.Contains(arg, "{port}") }):
+		v.add(key+".command", "does not use {port}; the server must listen on the port the generator picks for it")
+	}
+	known := Placeholders()
+	for i, arg := range l.Command {
+		ak := fmt.Sprintf("%s.command[%d]", key, i)
+		if i == 0 && strings.TrimSpace(arg) == "" {
+			v.add(ak, "is empty; want the server's executable")
+		}
+		for _, name := range placeholdersIn(arg) {
+			if !slices.Contains(known, name) {
+				v.add(ak, "%q holds {%s}, which is not one of {port}, {gpus}, {n_gpus}, {model}, {variant}", arg, name)
+			}
+		}
+	}
+	if !strings.HasPrefix(l.HealthPath, "/") {
+		v.add(key+".health_path", "%q does not start with /; want a path such as %s", l.HealthPath, DefaultHealthPath)
+	}
+	v.positive(key+".startup_timeout", l.StartupTimeout)
+	if len(l.Variants) == 0 {
+		v.add(key+".variants", "is empty; backend launch needs at least one variant, such as {name: q8, need_gib: 12}")
+	}
+	first := make(map[string]int, len(l.Variants))
+	for i, vr := range l.Variants {
+		vk := fmt.Sprintf("%s.variants[%d]", key, i)
+		switch j, dup := first[vr.Name]; {
+		case strings.TrimSpace(vr.Name) == "":
+			v.add(vk+".name", "is empty; every variant needs a name, such as q8")
+		case dup:
+			v.add(vk+".name", "%q is also the name of %s.variants[%d]; names must be unique", vr.Name, key, j)
+		default:
+			first[vr.Name] = i
+		}
+		switch {
+		case vr.NeedMiB < 0:
+			v.add(vk+".need_mib", "%d is negative; want the MiB the variant needs", vr.NeedMiB)
+		case vr.NeedMiB == 0 && vr.ModelPath == "":
+			v.add(vk+".need_gib", "is not set; declare the GPU memory the variant needs (need_gib or need_mib), or give model_path to estimate it from")
+		}
+		v.atLeast(vk+".per_gpu_overhead_mib", int64(vr.PerGPUOverheadMiB), 0)
+		for j, n := range vr.GroupSizes {
+			v.atLeast(fmt.Sprintf("%s.group_sizes[%d]", vk, j), int64(n), 1)
+		}
+		v.atLeast(vk+".context_length", int64(vr.ContextLength), 1)
+	}
+}
+
+// placeholdersIn lists the names in braces in arg that look like placeholders: {port}, not
+// the braces of a JSON argument such as '{"tp": 2}'.
+func placeholdersIn(arg string) []string {
+	var names []string
+	for {
+		i := strings.IndexByte(arg, '{')
+		if i < 0 {
+			return names
+		}
+		arg = arg[i+1:]
+		j := strings.IndexByte(arg, '}')
+		if j < 0 {
+			return names
+		}
+		if name := arg[:j]; name != "" && strings.Trim(name, "abcdefghijklmnopqrstuvwxyz_") == "" {
+			names = append(names, name)
+			arg = arg[j+1:]
+		}
 	}
 }
 

@@ -34,14 +34,19 @@ type openaiBackend struct {
 }
 
 func (b openaiBackend) generate(ctx context.Context, task *protocol.Task, m runconfig.Model) (string, string, protocol.TokenUsage, error) {
+	return b.complete(ctx, task, m, endpoint{apiBase: m.APIBase, apiKey: m.ResolveAPIKey(b.getenv), model: m.Name})
+}
+
+// complete asks the model at ep with m's request settings.
+func (b openaiBackend) complete(ctx context.Context, task *protocol.Task, m runconfig.Model, ep endpoint) (string, string, protocol.TokenUsage, error) {
 	var tokens protocol.TokenUsage
 	if len(task.Messages) == 0 {
 		return "", "", tokens, errors.New("task has no prompt messages for the model")
 	}
 	client, err := openai.New(openai.Config{
-		APIBase:     m.APIBase,
-		APIKey:      m.ResolveAPIKey(b.getenv),
-		Model:       m.Name,
+		APIBase:     ep.apiBase,
+		APIKey:      ep.apiKey,
+		Model:       ep.model,
 		Temperature: m.Temperature,
 		TopP:        m.TopP,
 		MaxTokens:   m.MaxTokens,
@@ -87,11 +92,4 @@ func apply(task *protocol.Task, reply string) (string, string, error) {
 		return "", "", fmt.Errorf("diff reply: %w", err)
 	}
 	return code, summary, nil
-}
-
-// unavailable is a backend this build cannot run; its tasks are rejected with the reason.
-type unavailable struct{ reason string }
-
-func (u unavailable) generate(context.Context, *protocol.Task, runconfig.Model) (string, string, protocol.TokenUsage, error) {
-	return "", "", protocol.TokenUsage{}, errors.New(u.reason)
 }

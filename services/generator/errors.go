@@ -4,3 +4,10 @@ import "errors"
 
 // ErrConfig: the replica's own configuration is unusable (Config.Validate).
 var ErrConfig = errors.New("invalid generator config")
+
+// errStopping: the replica is shutting down, so a task waiting for a launched server is
+// handed back for another replica rather than rejected.
+var errStopping = errors.New("generator is stopping")
+
+// errIdle: a launched server stopped because no task used it for Config.LaunchIdle.
+var errIdle = errors.New("launched server idle")

@@ -1,7 +1,8 @@
 // Package generator turns tasks into candidates. A replica pulls tasks from the planner
 // (shoal.task.<run>.<model>), asks the task's model for a program — an OpenAI-compatible
-// endpoint, or the built-in mutate operators when the model needs no LLM — applies the reply to
-// the parent, and publishes the candidate for the evaluators (shoal.candidate.<run>).
+// endpoint, a model server it starts itself on leased GPUs of its host (backend launch), or
+// the built-in mutate operators when the model needs no LLM — applies the reply to the
+// parent, and publishes the candidate for the evaluators (shoal.candidate.<run>).
 //
 // Every task yields exactly one candidate with a stable id. A reply that cannot become a
 // program (no blocks, no match, an edit outside the evolve blocks, an empty rewrite, a model
@@ -48,6 +49,20 @@ type Config struct {
 	// HTTPClient reaches model endpoints; default a client that keeps enough idle
 	// connections per host for Concurrency requests.
 	HTTPClient *http.Client
+	// GPUs are this host's GPUs for models with backend launch: a declared spec such as
+	// "4x11GiB" or "2x24GiB:nvlink-pairs", or the path of an inventory file (JSON or YAML).
+	// Empty: discovered through NVML; without NVML, launched models are rejected, as they
+	// are with "none".
+	GPUs string
+	// Host names this host in the gpu-inventory and gpu-leases buckets: replicas on one
+	// host share its GPUs through it. Default: the inventory file's host, else the hostname.
+	Host string
+	// LeaseTTL is how long a GPU lease outlives its holder's last renewal: a crashed
+	// replica's GPUs are free again after it. Default 15s.
+	LeaseTTL time.Duration
+	// LaunchIdle is how long a launched model server that no task uses keeps its GPUs (its
+	// runs may have ended); the next task starts it again. Default 10 minutes.
+	LaunchIdle time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -64,6 +79,12 @@ func (c *Config) setDefaults() {
 	if c.Getenv == nil {
 		c.Getenv = os.Getenv
 	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 15 * time.Second
+	}
+	if c.LaunchIdle == 0 {
+		c.LaunchIdle = 10 * time.Minute
+	}
 }
 
 // Validate reports a config a replica cannot run with.
@@ -75,6 +96,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: model name is empty; leave it out to serve every model", ErrConfig)
 	case c.Concurrency < 1:
 		return fmt.Errorf("%w: concurrency %d: want at least 1", ErrConfig, c.Concurrency)
+	case c.LeaseTTL < time.Second:
+		return fmt.Errorf("%w: lease ttl %s: want at least 1s", ErrConfig, c.LeaseTTL)
+	case c.LaunchIdle < time.Second:
+		return fmt.Errorf("%w: launch idle %s: want at least 1s", ErrConfig, c.LaunchIdle)
 	}
 	return nil
 }
@@ -100,6 +125,7 @@ type Service struct {
 	http     *http.Client
 	ownsHTTP bool
 	backends map[string]backend
+	launch   *launchBackend
 	limits   limits
 }
 
@@ -125,10 +151,18 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		tr.MaxIdleConnsPerHost = cfg.Concurrency
 		s.http, s.ownsHTTP = &http.Client{Transport: tr}, true
 	}
+	inv, noGPUs, err := inventory(cfg.GPUs, cfg.Host, s.log)
+	if err != nil {
+		return nil, err
+	}
+	openai := openaiBackend{http: s.http, getenv: cfg.Getenv}
+	s.launch = newLaunchBackend(launchConfig{
+		replica: cfg.ID, ttl: cfg.LeaseTTL, idle: cfg.LaunchIdle, inv: inv, noGPUs: noGPUs,
+	}, openai, s.log)
 	s.backends = map[string]backend{
 		runconfig.BackendMutate: mutateBackend{},
-		runconfig.BackendOpenAI: openaiBackend{http: s.http, getenv: cfg.Getenv},
-		runconfig.BackendLaunch: unavailable{reason: "backend launch needs GPU leases, not available in this build"},
+		runconfig.BackendOpenAI: openai,
+		runconfig.BackendLaunch: s.launch,
 	}
 	return s, nil
 }
@@ -151,6 +185,10 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopServers, err := s.launch.start(ctx, s.js, s.cfg.Names)
+	if err != nil {
+		return fmt.Errorf("generator: %w", err)
+	}
 	s.log.Info("generator started", "models", s.served(), "concurrency", s.cfg.Concurrency)
 	err = pipeline.Consume(ctx, cons, pipeline.Config{
 		Name:        "generator",
@@ -159,6 +197,8 @@ func (s *Service) Run(ctx context.Context) error {
 	}, func(ctx context.Context, msg jetstream.Msg) error {
 		return s.handle(ctx, store, msg)
 	})
+	// The tasks have drained: now stop the launched servers and release their leases.
+	stopServers()
 	s.log.Info("generator stopped")
 	return err
 }
@@ -224,7 +264,7 @@ func (s *Service) handle(ctx context.Context, store *runs.Store, msg jetstream.M
 	}
 
 	code, summary, tokens, err := s.generate(ctx, &task, spec.Config)
-	if err != nil && ctx.Err() != nil {
+	if err != nil && (ctx.Err() != nil || errors.Is(err, errStopping)) {
 		return fmt.Errorf("task %s: %w", task.ID, err) // shutting down: another replica takes it
 	}
 	c := protocol.Candidate{

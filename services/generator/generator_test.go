@@ -293,6 +293,9 @@ llm:
       concurrency: 2
     - name: big
       backend: launch
+      launch:
+        command: [./serve, --port, "{port}"]
+        variants: [{name: q8, need_gib: 20}]
 `, url)
 }
 
@@ -324,7 +327,7 @@ func TestOpenAICandidates(t *testing.T) {
 		}
 		return "?"
 	})
-	e := start(t, generator.Config{Getenv: getenv}, map[string]string{"r2": openaiConfig(chat.URL)})
+	e := start(t, generator.Config{Getenv: getenv, GPUs: "none"}, map[string]string{"r2": openaiConfig(chat.URL)})
 
 	cases := []struct {
 		name, model string
@@ -339,7 +342,7 @@ func TestOpenAICandidates(t *testing.T) {
 		{name: "rewrite", model: "coder", mode: protocol.ModeRewrite, wantCode: "import math\n\n# EVOLVE-BLOCK-START\ndef solve(n):\n    return n * 2.0\n# EVOLVE-BLOCK-END\n\n\ndef run():\n    return solve(10)\n"},
 		{name: "huge", model: "coder", mode: protocol.ModeRewrite, wantReject: []string{"max_code_length 2000"}},
 		{name: "same", model: "coder", wantReject: []string{"identical to its parent"}},
-		{name: "launch", model: "big", wantReject: []string{"backend launch needs GPU leases"}},
+		{name: "launch", model: "big", wantReject: []string{"launch: this generator was started with --gpus none"}},
 		{name: "unknown-model", model: "ghost", wantReject: []string{`model "ghost" is not in the run's config`}},
 	}
 	for i, tc := range cases {

@@ -1,0 +1,595 @@
+package generator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shoal-run/shoal/pkg/gpu"
+	"github.com/shoal-run/shoal/pkg/gpu/lease"
+	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/runconfig"
+)
+
+// launchBackend serves BackendLaunch models. For each model it claims a GPU lease on this
+// host, starts the model's server on the leased GPUs, and sends the model's tasks to it as
+// the openai backend would. A supervisor per server restarts it when it exits, kills it the
+// moment its lease is lost (fencing), stops it when no task has used it for a while, and on
+// shutdown stops it and releases the lease.
+//
+// Runs whose configs launch a model the same way share its server, so that a second run of
+// the same search does not wait for GPUs that an idle server of the first still holds. The
+// servers outlive the tasks that start them: their lifetime is the context of run, which
+// Service.Run ends only after the last task has drained.
+type launchBackend struct {
+	cfg    launchConfig
+	openai openaiBackend
+	log    *slog.Logger
+
+	starts    chan *launched // new servers, for run to supervise
+	draining  chan struct{}  // closed when the replica takes no more tasks
+	drainOnce sync.Once
+
+	mu      sync.Mutex
+	servers map[string]*launched // by serverKey
+}
+
+// launchConfig is what the launch backend takes from the replica's Config.
+type launchConfig struct {
+	replica string // the replica's id; a server's lease holder is <replica>/<model>/<config>
+	ttl     time.Duration
+	idle    time.Duration
+	inv     gpu.Inventory
+	noGPUs  string // why this replica cannot launch models; "" when it can
+}
+
+// Timing of the supervisor.
+const (
+	stopGrace         = 10 * time.Second // from SIGTERM to SIGKILL
+	firstRestartDelay = time.Second
+	maxRestartDelay   = time.Minute
+	// stableAfter is how long a server must stay healthy for its next crash to be restarted
+	// at once again, rather than after a longer backoff.
+	stableAfter  = time.Minute
+	healthProbe  = 2 * time.Second // timeout of one health request
+	idleCheck    = time.Second     // how often a healthy server checks whether it is idle
+	releaseLimit = 5 * time.Second // time to release a lease after shutdown
+)
+
+func newLaunchBackend(cfg launchConfig, openai openaiBackend, log *slog.Logger) *launchBackend {
+	return &launchBackend{
+		cfg:      cfg,
+		openai:   openai,
+		log:      log,
+		starts:   make(chan *launched),
+		draining: make(chan struct{}),
+		servers:  map[string]*launched{},
+	}
+}
+
+func (b *launchBackend) generate(ctx context.Context, task *protocol.Task, m runconfig.Model) (string, string, protocol.TokenUsage, error) {
+	var none protocol.TokenUsage
+	if b.cfg.noGPUs != "" {
+		return "", "", none, errors.New("launch: " + b.cfg.noGPUs)
+	}
+	s, err := b.server(task.Run, m)
+	if err != nil {
+		return "", "", none, err
+	}
+	ep, done, err := s.endpoint(ctx, b.draining)
+	defer done()
+	if err != nil {
+		return "", "", none, err
+	}
+	return b.openai.complete(ctx, task, m, ep)
+}
+
+// start publishes the host's GPUs and supervises the servers that tasks ask for until stop
+// is called. When ctx ends, tasks still waiting for a server are handed back at once; the
+// servers themselves keep serving the tasks in flight until stop.
+func (b *launchBackend) start(ctx context.Context, js jetstream.JetStream, names protocol.Names) (stop func(), err error) {
+	if b.cfg.noGPUs != "" {
+		return func() {}, nil
+	}
+	if err := publishInventory(ctx, js, names.GPUInventoryBucket(), b.cfg.inv); err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, names.GPULeasesBucket())
+	if err != nil {
+		return nil, fmt.Errorf("gpu lease bucket: %w", err)
+	}
+	b.log.Info("gpus ready for launched models", "host", b.cfg.inv.Host, "gpus", len(b.cfg.inv.GPUs), "source", b.cfg.inv.Source)
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.run(life, kv)
+	}()
+	stopDrain := context.AfterFunc(ctx, b.drain)
+	return func() {
+		stopDrain()
+		b.drain()
+		cancel()
+		<-done
+	}, nil
+}
+
+// run supervises every server started until ctx ends, then waits for them to stop.
+func (b *launchBackend) run(ctx context.Context, kv jetstream.KeyValue) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer b.drain()
+	for {
+		select {
+		case s := <-b.starts:
+			wg.Go(func() { s.supervise(ctx, kv, b) })
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (b *launchBackend) drain() { b.drainOnce.Do(func() { close(b.draining) }) }
+
+// server returns the server that launches model m as m's config says, starting its
+// supervisor on first use.
+func (b *launchBackend) server(run string, m runconfig.Model) (*launched, error) {
+	key := serverKey(m)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s, ok := b.servers[key]; ok {
+		return s, nil
+	}
+	name := m.Name + "/" + key[len(key)-8:]
+	s := &launched{
+		key:     key,
+		model:   m,
+		holder:  b.cfg.replica + "/" + name,
+		log:     b.log.With("model", m.Name, "server", name, "started_by", run),
+		cur:     newAttempt(),
+		lastUse: time.Now(),
+	}
+	select {
+	case b.starts <- s:
+	case <-b.draining:
+		return nil, errStopping
+	}
+	b.servers[key] = s
+	return s, nil
+}
+
+// retire forgets s if no task has used it for the idle time, so that the next task starts a
+// new server; it reports whether s is to stop.
+func (b *launchBackend) retire(s *launched) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !s.retireIfIdle(b.cfg.idle) {
+		return false
+	}
+	delete(b.servers, s.key)
+	return true
+}
+
+// serverKey identifies how a model is launched: its name and every launch setting, so that
+// runs that launch it the same way share one server.
+func serverKey(m runconfig.Model) string {
+	data, _ := json.Marshal(struct {
+		Name   string
+		Launch runconfig.Launch
+	}{m.Name, m.Launch}) // plain data always encodes
+	sum := sha256.Sum256(data)
+	return m.Name + "\x00" + hex.EncodeToString(sum[:])
+}
+
+// endpoint is where a model answers, and the name it answers to.
+type endpoint struct {
+	apiBase string
+	apiKey  string
+	model   string
+}
+
+// launched is one model server and the state tasks wait on.
+type launched struct {
+	key    string
+	model  runconfig.Model
+	holder string
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	cur     *attempt // the start that tasks wait for now
+	users   int      // tasks waiting for the server or sending it requests
+	lastUse time.Time
+	retired bool
+}
+
+// attempt is one start of the server: pending until it is healthy (ep) or has failed (err).
+type attempt struct {
+	done chan struct{}
+	ep   endpoint
+	err  error
+}
+
+func newAttempt() *attempt { return &attempt{done: make(chan struct{})} }
+
+// endpoint waits until the current start of the server has an outcome: an endpoint to send
+// the task to, or the reason it failed, which rejects the task. The task calls done when it
+// no longer uses the server.
+func (s *launched) endpoint(ctx context.Context, draining <-chan struct{}) (ep endpoint, done func(), err error) {
+	s.mu.Lock()
+	a := s.cur
+	s.users++
+	s.mu.Unlock()
+	done = func() {
+		s.mu.Lock()
+		s.users--
+		s.lastUse = time.Now()
+		s.mu.Unlock()
+	}
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		return endpoint{}, done, ctx.Err()
+	case <-draining:
+		return endpoint{}, done, errStopping
+	}
+	return a.ep, done, a.err
+}
+
+// retireIfIdle retires the server when no task has used it for idle: tasks that still hold it
+// are handed back, and it must stop.
+func (s *launched) retireIfIdle(idle time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.users > 0 || time.Since(s.lastUse) < idle {
+		return false
+	}
+	s.retired = true
+	a := newAttempt()
+	a.err = errStopping
+	close(a.done)
+	s.cur = a
+	return true
+}
+
+// settle gives the current start its outcome, releasing the tasks waiting for it.
+func (s *launched) settle(ep endpoint, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.cur.done:
+	default:
+		s.cur.ep, s.cur.err = ep, err
+		close(s.cur.done)
+	}
+}
+
+// next makes tasks from now on wait for the next start, once the current one is settled.
+func (s *launched) next() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.cur.done:
+		if !s.retired {
+			s.cur = newAttempt()
+		}
+	default:
+	}
+}
+
+// fail settles the current start with err and, unless the failure is final, makes the tasks
+// that come next wait for another start.
+func (s *launched) fail(err error, final bool) {
+	s.log.Warn("launch failed", "err", err, "final", final)
+	s.settle(endpoint{}, err)
+	if !final {
+		s.next()
+	}
+}
+
+// supervise keeps the server running on a lease until ctx ends or it has been idle too long:
+// it claims the lease, (re)starts the server, claims again after a loss, and at the end stops
+// the server and releases the lease.
+func (s *launched) supervise(ctx context.Context, kv jetstream.KeyValue, b *launchBackend) {
+	defer s.settle(endpoint{}, errStopping)
+	variants, err := gpuVariants(s.model)
+	if err != nil {
+		s.fail(fmt.Errorf("launch: %w", err), true)
+		return
+	}
+	inv := b.cfg.inv
+	client, err := lease.New(kv, lease.Config{Host: inv.Host, Holder: s.holder, Model: s.model.Name, TTL: b.cfg.ttl, Log: s.log})
+	if err != nil {
+		s.fail(fmt.Errorf("launch: %w", err), true)
+		return
+	}
+	defer client.Close()
+
+	var (
+		held      *lease.Lease
+		endLease  context.CancelFunc
+		delay     = firstRestartDelay
+		backedOff = func() bool {
+			ok := sleep(ctx, delay)
+			delay = min(delay*2, maxRestartDelay)
+			return ok
+		}
+	)
+	release := func() {
+		if held == nil {
+			return
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseLimit)
+		defer cancel()
+		if err := held.Release(rctx); err != nil {
+			s.log.Warn("gpu lease release failed; it expires on its own", "err", err)
+		}
+		endLease()
+		held, endLease = nil, nil
+	}
+	defer release()
+
+	for ctx.Err() == nil && !b.retire(s) {
+		if held == nil {
+			held, endLease, err = claim(ctx, client, inv, variants)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, lease.ErrNeverFits):
+				s.fail(fmt.Errorf("launch: %w", err), true)
+				return
+			case err != nil:
+				s.fail(fmt.Errorf("launch: %w", err), false)
+				if !backedOff() {
+					return
+				}
+				continue
+			}
+		}
+		up, err := s.runServer(ctx, held, func() bool { return b.retire(s) })
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, errIdle):
+			s.log.Info("server stopped: no task used it for a while", "idle", b.cfg.idle)
+			return
+		case isLost(held):
+			// Fenced: the server is already dead; its GPUs may be someone else's by now.
+			s.log.Warn("gpu lease lost; server killed, claiming again", "err", err)
+			s.next()
+			release()
+			if !sleep(ctx, firstRestartDelay) {
+				return
+			}
+			continue
+		case up == 0:
+			s.fail(err, false)
+		default:
+			s.log.Warn("server exited; restarting", "err", err, "up", up.Round(time.Millisecond))
+			s.next()
+			if up >= stableAfter {
+				delay = firstRestartDelay
+			}
+		}
+		if !backedOff() {
+			return
+		}
+	}
+}
+
+// claim waits for a lease. The lease's renewals run under a context of their own, which
+// outlives ctx so that the lease holds while the server stops; endLease ends it after the
+// release.
+func claim(ctx context.Context, client *lease.Client, inv gpu.Inventory, variants []gpu.Variant) (*lease.Lease, context.CancelFunc, error) {
+	leaseCtx, endLease := context.WithCancel(context.WithoutCancel(ctx))
+	stopWaiting := context.AfterFunc(ctx, endLease)
+	l, err := client.Claim(leaseCtx, inv, variants)
+	stopWaiting()
+	if err != nil {
+		endLease()
+		return nil, nil, err
+	}
+	return l, endLease, nil
+}
+
+func isLost(l *lease.Lease) bool {
+	select {
+	case <-l.Lost():
+		return true
+	default:
+		return false
+	}
+}
+
+// runServer starts the server on l's GPUs, makes it the endpoint once healthy, and returns
+// when it is gone: exited (err says how), killed because the lease was lost, or stopped
+// because ctx ended. up is how long it was healthy; 0 means it never was, and err is then
+// the reason tasks waiting for it are rejected.
+func (s *launched) runServer(ctx context.Context, l *lease.Lease, retire func() bool) (up time.Duration, err error) {
+	lc := s.model.Launch
+	variant, _ := s.model.Variant(l.Variant().Name)
+	port, err := freePort()
+	if err != nil {
+		return 0, fmt.Errorf("launch: pick a port: %w", err)
+	}
+	gpus := l.CUDAVisibleDevices()
+	argv := substitute(lc.Command, map[string]string{
+		"port":    strconv.Itoa(port),
+		"gpus":    gpus,
+		"n_gpus":  strconv.Itoa(len(l.Shares())),
+		"model":   s.model.ServedName(variant),
+		"variant": variant.Name,
+	})
+	env := append(os.Environ(), "CUDA_VISIBLE_DEVICES="+gpus)
+	p, err := startProcess(argv, env, s.log)
+	if err != nil {
+		return 0, fmt.Errorf("launch: start %s: %w", argv[0], err)
+	}
+	log := s.log.With("pid", p.pgid, "port", port, "gpu", gpus, "variant", variant.Name)
+	log.Info("server started", "command", strings.Join(argv, " "))
+
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	if err := waitHealthy(ctx, base+lc.HealthPath, lc.StartupTimeout, p, l.Lost()); err != nil {
+		if ctx.Err() != nil {
+			p.stop(stopGrace)
+		} else {
+			p.kill()
+		}
+		return 0, err
+	}
+	if err := l.Ready(ctx); err != nil {
+		p.kill()
+		return 0, fmt.Errorf("launch: mark the gpu lease ready: %w", err)
+	}
+	healthy := time.Now()
+	s.settle(endpoint{apiBase: base + "/v1", model: s.model.ServedName(variant)}, nil)
+	log.Info("server ready", "startup", healthy.Sub(p.started).Round(time.Millisecond))
+
+	idle := time.NewTicker(idleCheck)
+	defer idle.Stop()
+	for {
+		select {
+		case <-p.exited:
+			p.kill() // workers left behind
+			return time.Since(healthy), fmt.Errorf("launch: server exited: %s", p.exitReason())
+		case <-l.Lost():
+			p.kill()
+			return time.Since(healthy), lease.ErrLost
+		case <-ctx.Done():
+			p.stop(stopGrace)
+			log.Info("server stopped")
+			return time.Since(healthy), ctx.Err()
+		case <-idle.C:
+			if retire() {
+				p.stop(stopGrace)
+				return time.Since(healthy), errIdle
+			}
+		}
+	}
+}
+
+// waitHealthy polls url until it answers 200. It gives up when the server exits (with its
+// last words), when the lease is lost, or after timeout.
+func waitHealthy(ctx context.Context, url string, timeout time.Duration, p *process, lost <-chan struct{}) error {
+	client := &http.Client{Timeout: healthProbe, Transport: &http.Transport{DisableKeepAlives: true}}
+	defer client.CloseIdleConnections()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	wait := 50 * time.Millisecond
+	for {
+		last := probe(ctx, client, url)
+		if last == nil {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-p.exited:
+			t.Stop()
+			return fmt.Errorf("launch: server exited during startup: %s", p.exitReason())
+		case <-lost:
+			t.Stop()
+			return fmt.Errorf("launch: server startup: %w", lease.ErrLost)
+		case <-deadline.C:
+			t.Stop()
+			return fmt.Errorf("launch: server not healthy within startup_timeout %s: GET %s: %v", timeout, url, last)
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(wait*2, time.Second)
+	}
+}
+
+func probe(ctx context.Context, client *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// freePort asks the kernel for a free port on the loopback interface. Another process may
+// take it before the server binds it; the server then fails to start and is started again
+// on another port.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// substitute replaces the placeholders ({port}, {gpus}, …) in every argument.
+func substitute(command []string, values map[string]string) []string {
+	pairs := make([]string, 0, 2*len(values))
+	for k, v := range values {
+		pairs = append(pairs, "{"+k+"}", v)
+	}
+	r := strings.NewReplacer(pairs...)
+	out := make([]string, len(command))
+	for i, arg := range command {
+		out[i] = r.Replace(arg)
+	}
+	return out
+}
+
+// gpuVariants turns the model's launch variants into what placement takes, estimating the
+// need of a variant that declares none from its model file.
+func gpuVariants(m runconfig.Model) ([]gpu.Variant, error) {
+	if len(m.Launch.Variants) == 0 {
+		return nil, fmt.Errorf("model %q has no launch variants", m.Name)
+	}
+	out := make([]gpu.Variant, 0, len(m.Launch.Variants))
+	for _, v := range m.Launch.Variants {
+		need := gpu.MiB(v.NeedMiB)
+		if need <= 0 {
+			n, err := gpu.EstimateNeed(v.ModelPath, v.ContextLength, gpu.NeedOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("variant %q: %w; declare need_gib in the run config instead", v.Name, err)
+			}
+			need = n.WeightsMiB + n.KVCacheMiB
+		}
+		out = append(out, gpu.Variant{
+			Name:              v.Name,
+			NeedMiB:           need,
+			PerGPUOverheadMiB: gpu.MiB(v.PerGPUOverheadMiB),
+			GroupSizes:        slices.Clone(v.GroupSizes),
+		})
+	}
+	return out, nil
+}
+
+// sleep waits d, or less if ctx ends first; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

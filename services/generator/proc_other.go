@@ -1,0 +1,10 @@
+//go:build !linux
+
+package generator
+
+import "syscall"
+
+// sysProcAttr puts a model server in its own process group.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
