@@ -4,7 +4,8 @@ import (
 	"math"
 	"strings"
 
-	"go.yaml.in/yaml/v3")
+	"go.yaml.in/yaml/v3"
+)
 
 // rootSchema is every key config.yaml may hold, bound to c. The tables below are the one
 // list of keys: Parse reads with them, KnownKeys and IgnoredKeys list them.
