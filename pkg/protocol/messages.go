@@ -1,6 +1,9 @@
 package protocol
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Message is any body on the wire. Encode stamps its version.
 type Message interface {
@@ -228,4 +231,22 @@ type BestProgram struct {
 	Program     Program   `json:"program"`
 	ProgramName string    `json:"program_name"`
 	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Generator is a generator replica's entry in the generators bucket, rewritten every few
+// seconds while the replica lives. Replicas on one host count their peers from it, so that a
+// model's variant is chosen for all of them (4 replicas on 4 cards: one card each).
+type Generator struct {
+	Meta
+	Host string `json:"host"`
+	// Models is empty for a replica that serves every model.
+	Models      []string  `json:"models,omitempty"`
+	Concurrency int       `json:"concurrency"`
+	InFlight    int64     `json:"in_flight"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Serves reports whether the replica takes tasks of model.
+func (g *Generator) Serves(model string) bool {
+	return len(g.Models) == 0 || slices.Contains(g.Models, model)
 }

@@ -89,3 +89,7 @@ func tokenAt(subject string, i int) string {
 	}
 	return ""
 }
+
+// GeneratorKey is a replica's key in the generators bucket: its id with every character a KV
+// key cannot hold replaced by '_'.
+func GeneratorKey(id string) string { return ModelToken(id) }

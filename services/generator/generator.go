@@ -126,6 +126,7 @@ type Service struct {
 	ownsHTTP bool
 	backends map[string]backend
 	launch   *launchBackend
+	registry *registry
 	limits   limits
 }
 
@@ -185,6 +186,18 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	gens, err := s.js.KeyValue(ctx, s.cfg.Names.GeneratorsBucket())
+	if err != nil {
+		return fmt.Errorf("generator: generators bucket: %w", err)
+	}
+	s.registry = newRegistry(gens, protocol.Generator{
+		Meta: protocol.Meta{ID: s.cfg.ID}, Host: s.host(), Models: s.cfg.Models, Concurrency: s.cfg.Concurrency,
+	}, s.log)
+	regCtx, stopRegistry := context.WithCancel(ctx)
+	regDone := make(chan struct{})
+	go func() { defer close(regDone); s.registry.run(regCtx) }()
+	defer func() { stopRegistry(); <-regDone }()
+	s.launch.peers = func(host, model string) int { return s.registry.count(ctx, host, model) }
 	stopServers, err := s.launch.start(ctx, s.js, s.cfg.Names)
 	if err != nil {
 		return fmt.Errorf("generator: %w", err)
@@ -195,12 +208,26 @@ func (s *Service) Run(ctx context.Context) error {
 		Concurrency: s.cfg.Concurrency,
 		Log:         s.log,
 	}, func(ctx context.Context, msg jetstream.Msg) error {
+		s.registry.inFlight.Add(1)
+		defer s.registry.inFlight.Add(-1)
 		return s.handle(ctx, store, msg)
 	})
 	// The tasks have drained: now stop the launched servers and release their leases.
 	stopServers()
 	s.log.Info("generator stopped")
 	return err
+}
+
+// host names this replica's host in the generators bucket, as in the GPU buckets.
+func (s *Service) host() string {
+	if h := s.launch.cfg.inv.Host; h != "" {
+		return h
+	}
+	if s.cfg.Host != "" {
+		return s.cfg.Host
+	}
+	h, _ := os.Hostname()
+	return h
 }
 
 func (s *Service) served() string {

@@ -44,6 +44,10 @@ type launchBackend struct {
 	draining  chan struct{}  // closed when the replica takes no more tasks
 	drainOnce sync.Once
 
+	// peers counts the live replicas of a host serving a model (the generators registry);
+	// the lease client chooses the variant that fits all of them.
+	peers func(host, model string) int
+
 	mu      sync.Mutex
 	servers map[string]*launched // by serverKey
 }
@@ -69,6 +73,14 @@ const (
 	idleCheck    = time.Second     // how often a healthy server checks whether it is idle
 	releaseLimit = 5 * time.Second // time to release a lease after shutdown
 )
+
+// replicas is how many replicas of model run on host, at least this one.
+func (b *launchBackend) replicas(host, model string) int {
+	if b.peers == nil {
+		return 1
+	}
+	return max(b.peers(host, model), 1)
+}
 
 func newLaunchBackend(cfg launchConfig, openai openaiBackend, log *slog.Logger) *launchBackend {
 	return &launchBackend{
@@ -311,7 +323,10 @@ func (s *launched) supervise(ctx context.Context, kv jetstream.KeyValue, b *laun
 		return
 	}
 	inv := b.cfg.inv
-	client, err := lease.New(kv, lease.Config{Host: inv.Host, Holder: s.holder, Model: s.model.Name, TTL: b.cfg.ttl, Log: s.log})
+	client, err := lease.New(kv, lease.Config{
+		Host: inv.Host, Holder: s.holder, Model: s.model.Name, TTL: b.cfg.ttl, Log: s.log,
+		Replicas: func() int { return b.replicas(inv.Host, s.model.Name) },
+	})
 	if err != nil {
 		s.fail(fmt.Errorf("launch: %w", err), true)
 		return
