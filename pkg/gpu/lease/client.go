@@ -169,16 +169,15 @@ func (c *Client) Claim(ctx context.Context, inv gpu.Inventory, variants []gpu.Va
 	since := time.Now()
 	var (
 		watcher jetstream.KeyWatcher
-		seen    jetstream.KeyValueEntry // the ledger as last watched
 		logged  string
 	)
 	defer func() {
 		if watcher != nil {
-			_ = watcher.Stop()
+			stopWatch(watcher)
 		}
 	}()
 	for {
-		t, err := c.try(ctx, seen, inv, feasible, since)
+		t, err := c.try(ctx, inv, feasible, since)
 		if err != nil {
 			// The write may have landed although its reply did not.
 			c.abandon(ctx)
@@ -204,14 +203,15 @@ func (c *Client) Claim(ctx context.Context, inv gpu.Inventory, variants []gpu.Va
 			logged = t.reason
 		}
 		if watcher == nil {
-			// The watch delivers the current value first, so a change between the try and
-			// now is not missed.
-			if watcher, err = c.store.kv.Watch(ctx, c.store.key); err != nil {
+			// The watch delivers the current revision first, so a change between the try
+			// and now is not missed. Only revisions: waiters read the ledger when they look,
+			// which is less often than it changes.
+			if watcher, err = c.store.kv.Watch(ctx, c.store.key, jetstream.MetaOnly()); err != nil {
 				c.abandon(ctx)
 				return nil, fmt.Errorf("claim on %s for %s: watch ledger: %w", c.cfg.Host, c.cfg.Holder, err)
 			}
 		}
-		if seen, err = waitForChange(ctx, c.closed, watcher, t.revision, time.Until(t.wake), settle(t.waiters)); err != nil {
+		if err := waitForChange(ctx, c.closed, watcher, t.revision, time.Until(t.wake), settle(t.waiters)); err != nil {
 			c.abandon(ctx)
 			return nil, err
 		}
@@ -275,13 +275,11 @@ type attempt struct {
 	waiters  int // how many wait in the queue
 }
 
-// try is one round of the claim: in one CAS, either grant a variant or (re)enqueue. seen is
-// the ledger as last watched, if any.
-func (c *Client) try(ctx context.Context, seen jetstream.KeyValueEntry, inv gpu.Inventory, variants []gpu.Variant, since time.Time) (attempt, error) {
-	Tries.Add(1)
+// try is one round of the claim: in one CAS, either grant a variant or (re)enqueue.
+func (c *Client) try(ctx context.Context, inv gpu.Inventory, variants []gpu.Variant, since time.Time) (attempt, error) {
 	var t attempt
 	var granted *gpu.Allocation
-	led, err := c.store.change(ctx, seen, func(l *Ledger, now time.Time) (bool, error) {
+	led, err := c.store.change(ctx, func(l *Ledger, now time.Time) (bool, error) {
 		t, granted = attempt{}, nil
 		write := false
 		// An allocation of ours here is a past life's (a crash, or a grant whose reply was
@@ -302,30 +300,27 @@ func (c *Client) try(ctx context.Context, seen jetstream.KeyValueEntry, inv gpu.
 				State: gpu.LeaseLoading, Expires: now.Add(c.cfg.TTL), Revision: l.Revision,
 			})
 			granted = &l.Allocations[len(l.Allocations)-1]
-			Kind.Store("grant")
 			t.variant = v
 			l.Inventory = inv
 			return true, nil
 		}
 		t.variant, t.reason = v, why
-		renewBy := now.Add(c.cfg.Renew)
+		// The queue entry is renewed when half its TTL is left. A change of variant is
+		// written at once when it is a fallback (the entry then reserves less for this
+		// waiter, which may let others in); a return to a preferred variant waits for the
+		// renewal, so that a choice flapping with the ledger does not write at every change.
+		renewBy := now.Add(c.cfg.TTL / 2)
 		switch {
 		case qi < 0:
 			l.Queue = append(l.Queue, Queued{Holder: c.cfg.Holder, Model: c.cfg.Model, Variant: v,
 				Since: since, Expires: now.Add(c.cfg.TTL)})
-			Kind.Store("enqueue")
 			write = true
-		case l.Queue[qi].Variant.Name != v.Name || l.Queue[qi].Expires.Before(now.Add(c.cfg.TTL-c.cfg.Renew)):
-			if l.Queue[qi].Variant.Name != v.Name {
-				Kind.Store("flip")
-			} else {
-				Kind.Store("requeue")
-			}
+		case !now.Before(l.Queue[qi].Expires.Add(-c.cfg.TTL/2)) || variantIndex(variants, v) > variantIndex(variants, l.Queue[qi].Variant):
 			l.Queue[qi].Variant = v
 			l.Queue[qi].Expires = now.Add(c.cfg.TTL)
 			write = true
 		default:
-			renewBy = l.Queue[qi].Expires.Add(c.cfg.Renew - c.cfg.TTL)
+			renewBy = l.Queue[qi].Expires.Add(-c.cfg.TTL / 2)
 		}
 		if write {
 			l.Inventory = inv
@@ -361,6 +356,11 @@ func (c *Client) choose(inv gpu.Inventory, l *Ledger, variants []gpu.Variant, no
 	return variants[len(variants)-1] // unreachable: every variant given fits the empty host
 }
 
+// variantIndex is v's place in the order of preference; -1 when v is not among variants.
+func variantIndex(variants []gpu.Variant, v gpu.Variant) int {
+	return slices.IndexFunc(variants, func(w gpu.Variant) bool { return w.Name == v.Name })
+}
+
 // wakeAt is when a waiter must look again although the ledger has not changed: to renew its
 // queue entry, or when an entry expires and frees its GPUs or its place in the queue.
 func wakeAt(l *Ledger, renewBy time.Time) time.Time {
@@ -386,39 +386,56 @@ func settle(waiters int) time.Duration {
 	return jitter(min(max(time.Duration(waiters)*5*time.Millisecond, 5*time.Millisecond), 200*time.Millisecond))
 }
 
-// waitForChange returns the ledger's entry when it changes past revision (nil when d passes
-// first), or an error when ctx ends or the client is closed.
-func waitForChange(ctx context.Context, closed <-chan struct{}, w jetstream.KeyWatcher, revision uint64, d, settle time.Duration) (jetstream.KeyValueEntry, error) {
+// waitForChange returns when the ledger has changed past revision and settled, or when d has
+// passed, or with an error when ctx ends or the client is closed.
+func waitForChange(ctx context.Context, closed <-chan struct{}, w jetstream.KeyWatcher, revision uint64, d, settle time.Duration) error {
 	t := time.NewTimer(max(d, time.Millisecond))
 	defer t.Stop()
-	var latest jetstream.KeyValueEntry
 	var settled <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-closed:
-			return nil, ErrClosed
+			return ErrClosed
 		case <-t.C:
-			return latest, nil
+			return nil
 		case <-settled:
-			return latest, nil
+			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
 				if ctx.Err() != nil { // the watch ends with ctx
-					return nil, ctx.Err()
+					return ctx.Err()
 				}
-				return nil, errors.New("ledger watch closed")
+				return errors.New("ledger watch closed")
 			}
 			// nil ends the initial values; an old revision is what was already tried (the
 			// watch's first value, or this waiter's own write).
-			if e == nil || e.Revision() <= revision || (latest != nil && e.Revision() <= latest.Revision()) {
+			if e == nil || e.Revision() <= revision {
 				continue
 			}
-			latest = e
 			if settled == nil {
 				settled = time.After(settle)
 			}
+		}
+	}
+}
+
+// stopWatch stops a watch and drains it: nats.go delivers to the Updates channel from the
+// subscription's goroutine, which stays blocked on a full channel, even after Stop, until
+// someone reads. The channel closes once that goroutine has ended.
+func stopWatch(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	limit := time.NewTimer(5 * time.Second)
+	defer limit.Stop()
+	for {
+		select {
+		case _, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+		case <-limit.C:
+			return
 		}
 	}
 }
@@ -430,7 +447,7 @@ func waitForChange(ctx context.Context, closed <-chan struct{}, w jetstream.KeyW
 func (c *Client) abandon(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_, err := c.store.change(ctx, nil, func(l *Ledger, _ time.Time) (bool, error) {
+	_, err := c.store.change(ctx, func(l *Ledger, _ time.Time) (bool, error) {
 		n := len(l.Queue) + len(l.Allocations)
 		l.Queue = slices.DeleteFunc(l.Queue, func(q Queued) bool { return q.Holder == c.cfg.Holder })
 		l.Allocations = slices.DeleteFunc(l.Allocations, func(a gpu.Allocation) bool { return a.Holder == c.cfg.Holder })

@@ -99,7 +99,7 @@ func (l *Lease) update(ctx context.Context, what string, edit func(*gpu.Allocati
 	dctx, cancel := context.WithDeadline(ctx, until)
 	defer cancel()
 	var expires time.Time
-	_, err := l.c.store.change(dctx, nil, func(led *Ledger, now time.Time) (bool, error) {
+	_, err := l.c.store.change(dctx, func(led *Ledger, now time.Time) (bool, error) {
 		i := l.index(led) // an expired entry was pruned: it is not found
 		if i < 0 {
 			return false, ErrLost
@@ -154,7 +154,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	if released {
 		return nil
 	}
-	_, err := l.c.store.change(ctx, nil, func(led *Ledger, _ time.Time) (bool, error) {
+	_, err := l.c.store.change(ctx, func(led *Ledger, _ time.Time) (bool, error) {
 		i := l.index(led)
 		if i < 0 {
 			return false, nil

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -166,19 +164,6 @@ func (s *store) read(ctx context.Context) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read ledger of %s: %w", s.host, err)
 	}
-	return s.decode(e)
-}
-
-// decode turns an entry of the ledger's key (from Get or a watch) into the ledger.
-var Decodes, Writes, Conflicts, Tries atomic.Int64
-var Kind atomic.Value
-var Kinds sync.Map
-
-func (s *store) decode(e jetstream.KeyValueEntry) (*Ledger, error) {
-	Decodes.Add(1)
-	if e.Operation() != jetstream.KeyValuePut {
-		return &Ledger{V: ledgerVersion, Host: s.host}, nil // deleted or purged: absent
-	}
 	l, err := decodeLedger(e.Value())
 	if err != nil {
 		return nil, fmt.Errorf("read ledger of %s: %w", s.host, err)
@@ -194,20 +179,12 @@ func (s *store) decode(e jetstream.KeyValueEntry) (*Ledger, error) {
 // write it back only if the ledger is still at the revision read (compare-and-set). When
 // another writer got there first it re-reads and calls fn again, after a jittered backoff.
 // fn returns false to leave the ledger unwritten. change returns the ledger as written (or
-// as read, when fn declined), with its revision. A caller that has just seen the ledger (a
-// watcher) passes that entry as seen, to spare the first read.
-func (s *store) change(ctx context.Context, seen jetstream.KeyValueEntry, fn func(l *Ledger, now time.Time) (bool, error)) (*Ledger, error) {
+// as read, when fn declined), with its revision.
+func (s *store) change(ctx context.Context, fn func(l *Ledger, now time.Time) (bool, error)) (*Ledger, error) {
 	var b backoff
 	for {
 		began := time.Now()
-		var l *Ledger
-		var err error
-		if seen != nil {
-			l, err = s.decode(seen)
-			seen = nil
-		} else {
-			l, err = s.read(ctx)
-		}
+		l, err := s.read(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -228,19 +205,13 @@ func (s *store) change(ctx context.Context, seen jetstream.KeyValueEntry, fn fun
 		} else {
 			rev, err = s.kv.Update(ctx, s.key, data, l.Revision)
 		}
-		Writes.Add(1)
 		if err == nil {
-			k, _ := Kind.Load().(string)
-			Kind.Store("")
-			n, _ := Kinds.LoadOrStore(k, new(atomic.Int64))
-			n.(*atomic.Int64).Add(1)
 			l.Revision = rev
 			return l, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			return nil, fmt.Errorf("write ledger of %s: %w", s.host, err)
 		}
-		Conflicts.Add(1)
 		if err := b.wait(ctx, time.Since(began)); err != nil {
 			return nil, err
 		}
