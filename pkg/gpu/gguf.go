@@ -8,8 +8,6 @@ import (
 	"io"
 	"math"
 	"math/bits"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 )
@@ -503,7 +501,7 @@ func readGGUFModel(path string) (modelShape, error) {
 	shape := modelShape{format: "gguf", files: len(paths)}
 	var first ggufHeader
 	for i, p := range paths {
-		h, err := readGGUFFile(p)
+		h, err := readModelFile(p, parseGGUF)
 		if err != nil {
 			return modelShape{}, err
 		}
@@ -520,23 +518,6 @@ func readGGUFModel(path string) (modelShape, error) {
 	shape.name = first.metaString("general.name")
 	shape.attention, shape.attentionErr = ggufAttention(first, shape.arch)
 	return shape, nil
-}
-
-func readGGUFFile(path string) (ggufHeader, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return ggufHeader{}, err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return ggufHeader{}, err
-	}
-	h, err := parseGGUF(f, info.Size())
-	if err != nil {
-		return ggufHeader{}, fmt.Errorf("%s: %w", filepath.Base(path), err)
-	}
-	return h, nil
 }
 
 // ggufAttention reads the KV cache's shape from llama.cpp's metadata keys; the error says

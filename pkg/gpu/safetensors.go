@@ -157,7 +157,7 @@ func readSafetensorsModel(path string) (modelShape, error) {
 
 	shape := modelShape{format: "safetensors", files: len(paths)}
 	for _, p := range paths {
-		st, err := readSafetensorsFile(p)
+		st, err := readModelFile(p, parseSafetensors)
 		if err != nil {
 			return modelShape{}, err
 		}
@@ -171,21 +171,23 @@ func readSafetensorsModel(path string) (modelShape, error) {
 	return shape, nil
 }
 
-func readSafetensorsFile(path string) (safetensorsFile, error) {
+// readModelFile opens a model file and hands it, with its size, to parse; errors name the file.
+func readModelFile[T any](path string, parse func(io.Reader, int64) (T, error)) (T, error) {
+	var zero T
 	f, err := os.Open(path)
 	if err != nil {
-		return safetensorsFile{}, err
+		return zero, err
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return safetensorsFile{}, err
+		return zero, err
 	}
-	st, err := parseSafetensors(f, info.Size())
+	v, err := parse(f, info.Size())
 	if err != nil {
-		return safetensorsFile{}, fmt.Errorf("%s: %w", filepath.Base(path), err)
+		return zero, fmt.Errorf("%s: %w", filepath.Base(path), err)
 	}
-	return st, nil
+	return v, nil
 }
 
 // readHFConfig reads a Hugging Face config.json for the KV cache's shape. A missing file is
