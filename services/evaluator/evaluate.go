@@ -62,6 +62,21 @@ const (
 	defaultMaxArtifactBytes = 20480
 )
 
+// Bounds on an evaluation's metrics, which, unlike artifacts, are never dropped to fit a
+// result into protocol.MaxBodyBytes.
+const (
+	maxMetrics      = 1000
+	maxMetricsBytes = 64 << 10
+)
+
+func metricsSize(m map[string]float64) int {
+	n := 0
+	for k := range m {
+		n += len(k)
+	}
+	return n
+}
+
 // reportName is the harness' report file in the work dir. The candidate runs in the
 // harness' process and could write it too; keeping a hostile candidate from forging its
 // score needs the evaluator and the candidate in separate processes, which is the deeper
@@ -101,6 +116,11 @@ func (s *scorer) score(ctx context.Context, j job) (*verdict, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if n, size := len(v.Metrics), metricsSize(v.Metrics); n > maxMetrics || size > maxMetricsBytes {
+		// A result must fit in one message, and only artifacts can be dropped to make it fit.
+		v.Status, v.Reason = protocol.StatusFailed, fmt.Sprintf("evaluator returned too many metrics (%d, %d bytes of names; at most %d and %d)", n, size, maxMetrics, maxMetricsBytes)
+		v.Metrics = nil
 	}
 	v.Artifacts = keepArtifacts(v.Artifacts, ev.EnableArtifacts, j.cfg.Prompt.MaxArtifactBytes)
 	return v, nil

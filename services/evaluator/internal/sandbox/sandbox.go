@@ -3,6 +3,12 @@
 // (the service's own variables, API keys among them, never reach the command), capped
 // stdout/stderr, and an optional address-space limit.
 //
+// Every command runs under a /bin/sh `ulimit` wrapper that execs it, so the limits hold from
+// its first instruction and every descendant inherits them: CPU time (the timeout rounded up,
+// so a busy loop that ignores SIGTERM is still killed even by itself), file size, no core
+// dumps, the optional address space, and, unless the service runs as root (RLIMIT_NPROC
+// is per user and root ignores it), the number of processes.
+//
 // It is deliberately small: cgroups (CPU, memory accounting that survives setsid) and a
 // network namespace come later and fit behind the same Run.
 package sandbox
@@ -13,10 +19,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -34,6 +43,9 @@ type Command struct {
 	MemoryLimitMB int
 	// MaxOutputBytes caps what is kept of each of stdout and stderr; default 64 KiB.
 	MaxOutputBytes int
+	// MaxFileBytes caps the size of any file the command writes (RLIMIT_FSIZE); zero means
+	// DefaultMaxFileBytes, less than zero no cap.
+	MaxFileBytes int64
 }
 
 // Outcome is what happened to a Command.
@@ -54,6 +66,14 @@ type Outcome struct {
 
 // Success reports whether the command exited with status 0 on its own.
 func (o *Outcome) Success() bool { return o.ExitCode == 0 && !o.TimedOut && o.Signal == "" }
+
+// DefaultMaxFileBytes is the largest file a command may write when it sets no MaxFileBytes.
+const DefaultMaxFileBytes = 64 << 20
+
+// maxProcs is RLIMIT_NPROC for commands run by a user other than root. The limit counts
+// every process of the user, the service's own among them, so it is generous: it only stops
+// a fork bomb from exhausting the machine before the timeout kills its group.
+const maxProcs = 1024
 
 // DefaultMaxOutputBytes is the cap on each captured stream when a Command sets none.
 const DefaultMaxOutputBytes = 64 << 10
@@ -121,15 +141,16 @@ func (b *Box) Run(ctx context.Context, c Command) (*Outcome, error) {
 	if maxOut <= 0 {
 		maxOut = DefaultMaxOutputBytes
 	}
-	args := c.Args
-	if c.MemoryLimitMB > 0 {
-		// RLIMIT_AS is set by a /bin/sh `ulimit -v` wrapper that then execs the command, rather
-		// than by prlimit(2) after start: the limit is in force before the command's first
-		// instruction and every child inherits it, with no window in which it is not.
-		kib := strconv.Itoa(c.MemoryLimitMB * 1024)
-		args = append([]string{"/bin/sh", "-c", `ulimit -v "$0" && exec "$@"`, kib}, c.Args...)
+	// The command is looked up before the wrapper execs it, so that one which cannot start
+	// is still an error rather than the shell's exit status 127.
+	bin := c.Args[0]
+	if strings.Contains(bin, "/") && !filepath.IsAbs(bin) {
+		bin = filepath.Join(b.Dir, bin)
 	}
-
+	if _, err := exec.LookPath(bin); err != nil {
+		return nil, fmt.Errorf("sandbox: start %s: %w", c.Args[0], err)
+	}
+	args := limitArgs(c)
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
@@ -258,4 +279,110 @@ func (c *capture) String() string {
 		return string(c.head) + string(c.tail)
 	}
 	return fmt.Sprintf("%s\n[output truncated: %d bytes in all, %d cut here]\n%s", c.head, c.total, cut, c.tail)
+}
+
+// limits is what the shell at /bin/sh can do, probed once.
+type limits struct {
+	// sh is false when /bin/sh cannot set limits; commands then run without the wrapper.
+	sh bool
+	// fileBlock is the unit of `ulimit -f`: 512 bytes for dash, 1024 for bash.
+	fileBlock int64
+	// nprocFlag is the `ulimit` flag for RLIMIT_NPROC (-u for bash, -p for dash), or "" when
+	// it is unavailable or not applied (root).
+	nprocFlag string
+}
+
+var (
+	probeOnce sync.Once
+	probed    limits
+)
+
+// shellLimits probes /bin/sh once and logs, once, which protections are unavailable.
+func shellLimits() limits {
+	probeOnce.Do(func() {
+		probed = probeShell()
+		var missing []string
+		if !probed.sh {
+			missing = append(missing, "all ulimit limits (/bin/sh cannot set them)")
+		}
+		if probed.nprocFlag == "" {
+			if os.Geteuid() == 0 {
+				missing = append(missing, "process count limit (running as root; only the process-group kill bounds forks)")
+			} else {
+				missing = append(missing, "process count limit (the shell has no ulimit flag for it)")
+			}
+		}
+		missing = append(missing,
+			"network isolation (no network namespace)",
+			"file writes outside the work dir (no mount namespace)",
+			"cgroups (memory and CPU accounting of processes that leave the group)")
+		slog.Warn("sandbox protections unavailable", "missing", strings.Join(missing, "; "))
+	})
+	return probed
+}
+
+func probeShell() limits {
+	const script = `ulimit -f 1024 && ulimit -c 0 && ulimit -t 1000000000 || exit 1
+grep '^Max file size' /proc/self/limits
+if ulimit -u >/dev/null 2>&1; then echo nproc=-u; elif ulimit -p >/dev/null 2>&1; then echo nproc=-p; fi`
+	out, err := exec.Command("/bin/sh", "-c", script).Output()
+	if err != nil {
+		return limits{}
+	}
+	l := limits{sh: true, fileBlock: 512} // the smaller unit errs on the safe side
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 4 && f[0] == "Max" && f[2] == "size":
+			if n, err := strconv.ParseInt(f[3], 10, 64); err == nil && n > 0 && n%1024 == 0 {
+				l.fileBlock = n / 1024
+			}
+		case strings.HasPrefix(line, "nproc="):
+			if os.Geteuid() != 0 {
+				l.nprocFlag = strings.TrimSpace(strings.TrimPrefix(line, "nproc="))
+			}
+		}
+	}
+	return l
+}
+
+// limitArgs wraps c.Args in a /bin/sh that sets the limits and execs the command. The
+// optional limits are applied with `||:` once probed to work, so that a hard limit already
+// lower than ours leaves the lower one; the address space limit, asked for explicitly,
+// fails the command when it cannot be set.
+func limitArgs(c Command) []string {
+	l := shellLimits()
+	if !l.sh {
+		if c.MemoryLimitMB > 0 {
+			// Keep the old behaviour: the memory limit is applied or the command fails.
+			return append([]string{"/bin/sh", "-c", `ulimit -v "$0" && exec "$@"`, strconv.Itoa(c.MemoryLimitMB * 1024)}, c.Args...)
+		}
+		return c.Args
+	}
+	var script []string
+	script = append(script, "ulimit -c 0 2>/dev/null")
+	fileBytes := c.MaxFileBytes
+	if fileBytes == 0 {
+		fileBytes = DefaultMaxFileBytes
+	}
+	if fileBytes > 0 {
+		script = append(script, fmt.Sprintf("ulimit -f %d 2>/dev/null", max(fileBytes/l.fileBlock, 1)))
+	}
+	if c.Timeout > 0 {
+		script = append(script, fmt.Sprintf("ulimit -t %d 2>/dev/null", int64(math.Ceil(c.Timeout.Seconds()))))
+	}
+	if l.nprocFlag != "" {
+		script = append(script, fmt.Sprintf("ulimit %s %d 2>/dev/null", l.nprocFlag, maxProcs))
+	}
+	for i := range script {
+		script[i] += " || :"
+	}
+	if c.MemoryLimitMB > 0 {
+		// RLIMIT_AS: the limit is in force before the command's first instruction and every
+		// child inherits it, with no window in which it is not.
+		script = append(script, fmt.Sprintf("ulimit -v %d || exit 126", c.MemoryLimitMB*1024))
+	}
+	// The shell exports PWD, which is not part of the clean environment.
+	script = append(script, "unset PWD OLDPWD", `exec "$@"`)
+	return append([]string{"/bin/sh", "-c", strings.Join(script, "\n"), "sh"}, c.Args...)
 }
