@@ -73,8 +73,9 @@ type Allocation struct {
 	Shares  []Share    `json:"shares"`  // all GPUs of the group, granted together
 	State   LeaseState `json:"state"`
 	Expires time.Time  `json:"expires"` // past this the entry is free
-	// Revision is the ledger revision at which the holder's entry was last written
-	// (fencing: a holder acts only while its entry, at this revision or later, is present).
+	// Revision is the ledger revision the granting write was made over, fixed for the
+	// lease's life: with Holder it names one grant (fencing: a holder acts only while the
+	// ledger holds its entry with this revision).
 	Revision uint64 `json:"revision"`
 }
 

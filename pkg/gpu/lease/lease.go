@@ -14,7 +14,8 @@ import (
 
 // Lease is a group of GPU shares granted to one holder. It lasts while renewed: Claim starts
 // a loop that renews it every Config.Renew until Release, until it is lost, or until the
-// Client is closed. The holder acts on the GPUs only until Lost is closed.
+// Client is closed. The holder acts on the GPUs only until Lost is closed. Its methods are
+// safe to call concurrently.
 type Lease struct {
 	c       *Client
 	variant gpu.Variant
@@ -74,9 +75,10 @@ func (l *Lease) Expires() time.Time {
 // holder must stop its server at once, then call Release.
 func (l *Lease) Lost() <-chan struct{} { return l.lost }
 
-// Renew extends the lease by Config.TTL now; the renew loop calls it every Config.Renew. A
-// holder may call it before acting, to check that the lease is still its own. It returns
-// ErrLost, and closes Lost, when the entry is gone, replaced, or expired.
+// Renew extends the lease by Config.TTL now; the renew loop calls it one Config.Renew after
+// the entry was last written. A holder may call it before acting, to check that the lease is
+// still its own. It returns ErrLost, and closes Lost, when the entry is gone, replaced, or
+// expired.
 func (l *Lease) Renew(ctx context.Context) error {
 	return l.update(ctx, "renew", nil)
 }
@@ -185,14 +187,19 @@ func (l *Lease) ended() bool {
 	}
 }
 
-// renewLoop renews the lease every Config.Renew, sooner after a failure, until Release, loss,
-// or Close.
+// renewLoop renews the lease one Config.Renew after its entry was last written (a Ready or
+// the holder's own Renew counts, so a busy holder costs no extra writes), sooner after a
+// failure, until Release, loss, or Close.
 func (l *Lease) renewLoop(ctx context.Context) {
 	defer close(l.done)
-	every := l.c.cfg.Renew
-	next := every
+	cfg := l.c.cfg
+	var retry time.Duration
 	for {
-		t := time.NewTimer(jitter(next))
+		wait := time.Until(l.Expires().Add(cfg.Renew - cfg.TTL))
+		if retry > 0 {
+			wait = retry
+		}
+		t := time.NewTimer(max(wait, 0))
 		select {
 		case <-l.c.closed:
 			t.Stop()
@@ -202,16 +209,19 @@ func (l *Lease) renewLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		if retry == 0 && time.Until(l.Expires()) > cfg.TTL-cfg.Renew {
+			continue // written meanwhile
+		}
 		err := l.Renew(ctx)
 		switch {
 		case err == nil:
-			next = every
+			retry = 0
 		case errors.Is(err, ErrLost):
 			return
 		default:
 			// The server may be briefly unreachable: try again soon, until the expiry.
-			l.c.cfg.Log.Warn("gpu lease renew", "host", l.c.cfg.Host, "holder", l.alloc.Holder, "err", err)
-			next = max(min(every, time.Until(l.Expires())/4), 10*time.Millisecond)
+			cfg.Log.Warn("gpu lease renew", "host", cfg.Host, "holder", l.alloc.Holder, "err", err)
+			retry = max(min(cfg.Renew, time.Until(l.Expires())/4), 10*time.Millisecond)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -153,6 +154,22 @@ type store struct {
 	kv   jetstream.KeyValue
 	host string
 	key  string
+	// contention is how many conflicts in a row this client's writes met lately: a write
+	// that conflicts backs off from there, so the writers of a busy ledger stay spread out
+	// instead of colliding anew on every write. It rises with each conflict and falls by one
+	// with each write.
+	contention atomic.Int32
+	// lastLook is how long the last read, decode and edit took, in nanoseconds.
+	lastLook atomic.Int64
+}
+
+// look is how long reading and deciding on the ledger takes: the last look's duration, 100 µs
+// before the first.
+func (s *store) look() time.Duration {
+	if d := time.Duration(s.lastLook.Load()); d > 0 {
+		return d
+	}
+	return 100 * time.Microsecond
 }
 
 // read returns the ledger, or an empty one at revision 0 when the host has none.
@@ -181,7 +198,7 @@ func (s *store) read(ctx context.Context) (*Ledger, error) {
 // fn returns false to leave the ledger unwritten. change returns the ledger as written (or
 // as read, when fn declined), with its revision.
 func (s *store) change(ctx context.Context, fn func(l *Ledger, now time.Time) (bool, error)) (*Ledger, error) {
-	var b backoff
+	b := backoff{n: int(s.contention.Load())}
 	for {
 		began := time.Now()
 		l, err := s.read(ctx)
@@ -191,6 +208,7 @@ func (s *store) change(ctx context.Context, fn func(l *Ledger, now time.Time) (b
 		now := time.Now()
 		l.prune(now)
 		write, err := fn(l, now)
+		s.lastLook.Store(int64(time.Since(began)))
 		if err != nil || !write {
 			return l, err
 		}
@@ -206,6 +224,7 @@ func (s *store) change(ctx context.Context, fn func(l *Ledger, now time.Time) (b
 			rev, err = s.kv.Update(ctx, s.key, data, l.Revision)
 		}
 		if err == nil {
+			s.contention.Store(int32(max(b.n-1, 0)))
 			l.Revision = rev
 			return l, nil
 		}
@@ -218,15 +237,16 @@ func (s *store) change(ctx context.Context, fn func(l *Ledger, now time.Time) (b
 	}
 }
 
-// backoff is exponential with full jitter, in units of one read-modify-write round: the n-th
-// conflict in a row waits a random time below round × 2ⁿ⁻¹ (at most 100 ms), so that
-// writers that collided spread out over about as many rounds as there are of them, whether a
-// round takes 100 µs (loopback) or 10 ms (a remote server, a race-instrumented test).
+// backoff is exponential with full jitter, in units of one read-modify-write round: at level
+// n a conflict waits a random time below round × 2ⁿ (at most 100 ms) and raises the level, so
+// that writers that collided spread out over about as many rounds as there are of them,
+// whether a round takes 100 µs (loopback) or 10 ms (a remote server, a race-instrumented
+// test).
 type backoff struct{ n int }
 
 func (b *backoff) wait(ctx context.Context, round time.Duration) error {
 	limit := min(max(round, 100*time.Microsecond)<<b.n, 100*time.Millisecond)
-	b.n = min(b.n+1, 10)
+	b.n = min(b.n+1, 6)
 	t := time.NewTimer(rand.N(limit) + 1)
 	defer t.Stop()
 	select {
