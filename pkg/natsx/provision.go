@@ -129,3 +129,16 @@ func GetJSON(ctx context.Context, kv jetstream.KeyValue, key string, m protocol.
 	}
 	return e.Revision(), nil
 }
+
+// PublishEvent publishes a run event on shoal.event.<run>.<kind>, stamping its time and an id
+// when they are unset. Events are for watchers: callers log a failure and go on.
+func PublishEvent(ctx context.Context, js jetstream.JetStream, n protocol.Names, ev *protocol.Event) error {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	if ev.ID == "" {
+		ev.ID = fmt.Sprintf("ev.%s.%s.%s.%d", ev.Run, ev.Kind, ev.CandidateID, ev.Time.UnixNano())
+	}
+	_, err := Publish(ctx, js, n.Event(ev.Run, ev.Kind), ev.ID, ev)
+	return err
+}

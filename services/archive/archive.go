@@ -340,11 +340,8 @@ func (s *Service) serveSample(msg *nats.Msg) {
 
 // event publishes a run event; events are for watchers, so a failure is logged, not fatal.
 func (s *Service) event(ctx context.Context, run, kind, message, candidate string, score float64) {
-	ev := &protocol.Event{
-		Meta: protocol.Meta{ID: fmt.Sprintf("ev.%s.%s.%s.%d", run, kind, candidate, time.Now().UnixNano()), Run: run},
-		Kind: kind, Message: message, CandidateID: candidate, Score: score, Time: time.Now().UTC(),
-	}
-	if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Event(run, kind), ev.ID, ev); err != nil {
+	ev := &protocol.Event{Meta: protocol.Meta{Run: run}, Kind: kind, Message: message, CandidateID: candidate, Score: score}
+	if err := natsx.PublishEvent(ctx, s.js, s.cfg.Names, ev); err != nil {
 		s.log.Warn("publish event", "run", run, "kind", kind, "err", err)
 	}
 }

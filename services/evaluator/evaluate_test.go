@@ -14,6 +14,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/bundle"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
+	"github.com/shoal-run/shoal/services/evaluator/internal/proctest"
 
 	"github.com/shoal-run/shoal/services/evaluator/internal/harness"
 )
@@ -483,29 +484,9 @@ func TestLastJSONObject(t *testing.T) {
 // liveGroupMembers lists the processes of a process group that are not yet dead (zombies,
 // waiting for an init that may not reap in a container, count as dead).
 func liveGroupMembers(pgid int) []int {
-	var pids []int
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		pids = pids[:0]
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-			if err != nil {
-				continue
-			}
-			// pid (comm) state ppid pgrp ...; comm may hold spaces, so read after the last ')'.
-			fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-			if len(fields) < 3 || fields[0] == "Z" || fields[0] == "X" {
-				continue
-			}
-			if g, _ := strconv.Atoi(fields[2]); g == pgid {
-				pids = append(pids, pid)
-			}
-		}
+		pids := proctest.Live(pgid)
 		if len(pids) == 0 || time.Now().After(deadline) {
 			return pids
 		}

@@ -312,11 +312,8 @@ func (s *Service) save(ctx context.Context, pst *protocol.PlannerState) error {
 }
 
 func (s *Service) event(ctx context.Context, run, message string) {
-	ev := &protocol.Event{
-		Meta: protocol.Meta{ID: fmt.Sprintf("ev.%s.state.%d", run, time.Now().UnixNano()), Run: run},
-		Kind: protocol.EventRunState, Message: message, Time: time.Now().UTC(),
-	}
-	if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Event(run, protocol.EventRunState), ev.ID, ev); err != nil {
+	ev := &protocol.Event{Meta: protocol.Meta{Run: run}, Kind: protocol.EventRunState, Message: message}
+	if err := natsx.PublishEvent(ctx, s.js, s.cfg.Names, ev); err != nil {
 		s.log.Warn("publish event", "run", run, "err", err)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-run/shoal/services/evaluator/internal/proctest"
 )
 
 func newBox(t *testing.T) *Box {
@@ -176,7 +178,7 @@ func waitGroupGone(t *testing.T, pgid int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		live := liveMembers(pgid)
+		live := proctest.Live(pgid)
 		if len(live) == 0 {
 			return
 		}
@@ -186,28 +188,4 @@ func waitGroupGone(t *testing.T, pgid int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func liveMembers(pgid int) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...; comm may hold spaces, so read after the last ')'.
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(fields) < 3 || fields[0] == "Z" || fields[0] == "X" {
-			continue
-		}
-		if g, _ := strconv.Atoi(fields[2]); g == pgid {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
