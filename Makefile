@@ -33,10 +33,14 @@ bench: ## every benchmark in every module (figures in docs/benchmarks.md)
 	@echo "== GPU placement: replicas placed / VRAM leased (GiB) per strategy"
 	@cd pkg && go run ./gpu/internal/placebench
 
+chaos: build ## crash test: kill service replicas ≥ 50 times during a run, then check nothing was lost or counted twice (docs/reliability.md)
+	cd pkg && go build -o ../$(BIN)/nats-server github.com/nats-io/nats-server/v2
+	go run ./chaos -bin $(BIN) $(CHAOS_FLAGS)
+
 tidy: ## go mod tidy in every module
 	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
 
 clean: ## remove build output and local run state
 	rm -rf $(BIN) out .shoal
 
-.PHONY: help build run test lint bench tidy clean
+.PHONY: help build run test lint bench chaos tidy clean
