@@ -6,9 +6,10 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"strings"
 )
 
-//go:embed function_minimization
+//go:embed function_minimization circle_packing bin_packing
 var problems embed.FS
 
 // Default is the problem `shoal up` runs when given none.
@@ -22,7 +23,19 @@ func Problem(name string) (fs.FS, error) {
 		return nil, fmt.Errorf("example %q: %w", name, err)
 	}
 	if _, err := fs.Stat(sub, "config.yaml"); err != nil {
-		return nil, fmt.Errorf("example %q does not exist", name)
+		return nil, fmt.Errorf("example %q does not exist (have %s)", name, strings.Join(Names(), ", "))
 	}
 	return sub, nil
+}
+
+// Names lists the embedded examples in directory order.
+func Names() []string {
+	entries, _ := problems.ReadDir(".") // the embedded root always reads
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	return names
 }

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,12 +22,14 @@ import (
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
+	"github.com/shoal-run/shoal/services/planner"
 )
 
 // problem is what a run is seeded with: config, evaluator directory and seed program, in
 // OpenEvolve's layout (config.yaml, evaluator.py, initial_program.py).
 type problem struct {
 	configText  []byte
+	configPath  string // where configText was read; prompt.template_dir is relative to it
 	evaluator   string // path of the evaluator's entry file
 	program     string // path of the seed program
 	programText []byte
@@ -49,7 +53,7 @@ func problemFiles(dir, config, evaluator, program, stateDir string) (*problem, e
 	if evaluator == "" || program == "" {
 		return nil, errors.New("name the problem: a directory holding evaluator.py and initial_program.py, or --evaluator and --program (and --config)")
 	}
-	p := &problem{evaluator: evaluator, program: program}
+	p := &problem{evaluator: evaluator, program: program, configPath: config}
 	var err error
 	if config != "" {
 		if p.configText, err = os.ReadFile(config); err != nil {
@@ -194,7 +198,18 @@ func seedRun(ctx context.Context, c *client, run string, p *problem, o overrides
 	if err := bundle.Put(ctx, store, digest, data); err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(append(append(append([]byte(cfg.Digest()), digest...), p.programText...), run...))
+	templates, err := readTemplates(cfg, p, warn)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	for _, part := range []string{cfg.Digest(), digest, string(p.programText), run} {
+		h.Write([]byte(part))
+	}
+	for _, name := range slices.Sorted(maps.Keys(templates)) {
+		h.Write([]byte(name + "\x00" + templates[name]))
+	}
+	sum := h.Sum(nil)
 	seed := &protocol.Seed{
 		Meta:         protocol.Meta{ID: "seed-" + hex.EncodeToString(sum[:8]), Run: run},
 		Config:       string(text),
@@ -202,9 +217,31 @@ func seedRun(ctx context.Context, c *client, run string, p *problem, o overrides
 		Program:      string(p.programText),
 		ProgramName:  filepath.Base(p.program),
 		CreatedAt:    time.Now().UTC(),
+		Templates:    templates,
 	}
 	if _, err := natsx.Publish(ctx, c.js, c.names.Seed(run), seed.ID, seed); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// readTemplates reads the config's prompt.template_dir (relative to the config file, as in
+// OpenEvolve) so that the templates travel with the run's seed: planners on other hosts never
+// see this directory. A template the planner cannot render stops the seed here.
+func readTemplates(cfg *runconfig.Config, p *problem, warn func(string)) (map[string]string, error) {
+	dir := cfg.Prompt.TemplateDir
+	if dir == "" {
+		return nil, nil
+	}
+	if !filepath.IsAbs(dir) && p.configPath != "" {
+		dir = filepath.Join(filepath.Dir(p.configPath), dir)
+	}
+	templates, warnings, err := planner.LoadTemplates(dir)
+	for _, w := range warnings {
+		warn(w)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return templates, nil
 }

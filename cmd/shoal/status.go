@@ -5,6 +5,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/shoal-run/shoal/pkg/protocol"
 )
 
 func statusCmd() *cobra.Command {
@@ -45,14 +47,26 @@ func statusCmd() *cobra.Command {
 				if status == "" {
 					status = "seeded"
 				}
+				ctl, err := c.runs.Control(ctx, id)
+				if err != nil {
+					return err
+				}
+				if ctl.Paused && pst.Status == protocol.RunRunning {
+					status = "pausing" // asked; the planner has not acted yet
+				}
+				maxIter := "-"
+				if spec.Config.MaxIterations > 0 {
+					maxIter = fmt.Sprint(spec.Config.MaxIterations + ctl.ExtraIterations)
+				}
 				st, err := c.runs.State(ctx, id)
 				if err != nil {
-					fmt.Fprintf(tw, "%s\t%s\t0/%d\t-\t-\t-\t-\t-\t%s\n", id, status, spec.Config.MaxIterations, pst.StopReason)
+					fmt.Fprintf(tw, "%s\t%s\t0/%s\t-\t-\t-\t-\t-\t%s\n", id, status, maxIter, pst.StopReason)
 					continue
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%d\t%d\t%.6g\t%.6g\t%s\n", id, status, st.Iterations, spec.Config.MaxIterations,
+				fmt.Fprintf(tw, "%s\t%s\t%d/%s\t%d\t%d\t%d\t%.6g\t%.6g\t%s\n", id, status, st.Iterations, maxIter,
 					max(pst.Issued-st.Iterations, 0), st.Failed, st.Population, st.BestScore, st.SeedScore, pst.StopReason)
 			}
+			printDeadCounts(ctx, tw, c, ids)
 			return tw.Flush()
 		},
 	}

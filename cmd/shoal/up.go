@@ -69,7 +69,7 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.StringVar(&o.program, "program", "", "seed program (initial_program.py)")
 	f.StringVar(&o.run, "run", "", "run id, [a-z0-9-]{1,64} (default: from the problem's directory)")
 	f.StringVar(&o.backend, "backend", "", `"mutate" replaces the config's models, so any problem runs without a model`)
-	f.StringVar(&o.output, "output", "", "write best_program.<ext> and best_program_info.json here when the run ends")
+	f.StringVar(&o.output, "output", "", "write best_program.<ext>, best_program_info.json and checkpoints/checkpoint_<n>/ here when the run ends")
 	f.Int64Var(&o.iterations, "iterations", 0, "override max_iterations")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:4222", "address of the embedded NATS server (port 0 picks one)")
 	f.StringVar(&o.stateDir, "state-dir", ".shoal", "JetStream storage, logs and extracted examples")
@@ -177,9 +177,9 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 	fmt.Fprintf(cmd.ErrOrStderr(), "seeded run %s from %s\n", run, p.program)
 	unwatch := printEvents(nc, names, run, cmd.ErrOrStderr())
 	defer unwatch()
-	werr := follow(ctx, c, run, cfg, cmd.ErrOrStderr())
-	if werr == nil && o.output != "" {
-		werr = writeBest(ctx, c, run, o.output, cmd.ErrOrStderr())
+	done, werr := follow(ctx, c, run, cfg, cmd.ErrOrStderr())
+	if done && o.output != "" {
+		werr = writeOutput(ctx, c, run, o.output, cmd.ErrOrStderr())
 	}
 	return errors.Join(werr, stop())
 }
@@ -252,8 +252,8 @@ func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logg
 	return nil, fmt.Errorf("unknown service %q", name)
 }
 
-// follow shows the run's progress until the planner says it is done.
-func follow(ctx context.Context, c *client, run string, cfg *runconfig.Config, w io.Writer) error {
+// follow shows the run's progress until the planner says it is done (true) or ctx ends.
+func follow(ctx context.Context, c *client, run string, cfg *runconfig.Config, w io.Writer) (bool, error) {
 	max := cfg.MaxIterations
 	if max <= 0 {
 		max = -1
@@ -275,7 +275,7 @@ func follow(ctx context.Context, c *client, run string, cfg *runconfig.Config, w
 		case <-ctx.Done():
 			_ = bar.Exit()
 			fmt.Fprintln(w, "\ninterrupted; the run's state is kept in JetStream")
-			return nil
+			return false, nil
 		case <-t.C:
 		}
 		st, err := c.runs.State(ctx, run)
@@ -285,14 +285,22 @@ func follow(ctx context.Context, c *client, run string, cfg *runconfig.Config, w
 		if err != nil {
 			continue
 		}
-		bar.Describe(fmt.Sprintf("best %.4f (seed %.4f)", st.BestScore, st.SeedScore))
-		_ = bar.Set64(st.Iterations)
 		pst, err := c.runs.Planner(ctx, run)
+		desc := fmt.Sprintf("best %.4f (seed %.4f)", st.BestScore, st.SeedScore)
+		if err == nil && pst.Status == protocol.RunPaused {
+			desc += " paused"
+		}
+		if ctl, cerr := c.runs.Control(ctx, run); cerr == nil && max > 0 && cfg.MaxIterations+ctl.ExtraIterations != max {
+			max = cfg.MaxIterations + ctl.ExtraIterations // `shoal run extend`
+			bar.ChangeMax64(max)
+		}
+		bar.Describe(desc)
+		_ = bar.Set64(st.Iterations)
 		if err == nil && pst.Status == protocol.RunDone {
 			_ = bar.Finish()
 			fmt.Fprintf(w, "\nrun %s done (%s): %d iterations, %d failed, best score %.6g (seed %.6g)\n",
 				run, pst.StopReason, st.Iterations, st.Failed, st.BestScore, st.SeedScore)
-			return nil
+			return true, nil
 		}
 	}
 }
@@ -312,6 +320,23 @@ func printEvents(nc *nats.Conn, names protocol.Names, run string, w io.Writer) f
 		return func() {}
 	}
 	return func() { _ = sub.Unsubscribe() }
+}
+
+// writeOutput fills --output DIR as OpenEvolve does: best_program.<ext> with
+// best_program_info.json, and a checkpoint of the population that the archive exports
+// (checkpoints/checkpoint_<iterations>/).
+func writeOutput(ctx context.Context, c *client, run, dir string, w io.Writer) error {
+	if err := writeBest(ctx, c, run, dir, w); err != nil {
+		return err
+	}
+	ectx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	path, err := archive.ExportCheckpoint(ectx, c.nc, c.names, run, dir)
+	if err != nil {
+		return fmt.Errorf("--output: %w", err)
+	}
+	fmt.Fprintf(w, "checkpoint written to %s\n", path)
+	return nil
 }
 
 // writeBest writes the run's best program and its metrics into dir, as OpenEvolve's --output.

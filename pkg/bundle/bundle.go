@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -120,23 +121,40 @@ func Exists(ctx context.Context, store jetstream.ObjectStore, digest string) (bo
 // Fetch returns the directory holding the unpacked bundle under cacheDir, downloading and
 // unpacking it on first use. The directory and its files are made read-only, so a candidate
 // cannot alter the evaluator that scores it. The digest is checked after download.
+//
+// The cache is not trusted: each Fetch checks the unpacked tree against the manifest taken
+// when it was unpacked (names, modes, sizes, inodes and change times, which an unprivileged
+// process cannot set back) and, when anything differs, unpacks it again from a pristine copy
+// of the packed bytes (itself checked against the digest) or from the store. So a candidate
+// that managed to modify the cache cannot poison later evaluations.
 func Fetch(ctx context.Context, store jetstream.ObjectStore, digest, cacheDir string) (string, error) {
 	if strings.ContainsAny(digest, `/\`) || digest == "" || strings.HasPrefix(digest, ".") {
 		return "", fmt.Errorf("fetch bundle: invalid digest %q", digest)
 	}
 	dir := filepath.Join(cacheDir, digest)
+	pristine := filepath.Join(cacheDir, pristineDir, digest+".tar.gz")
+	manifestPath := filepath.Join(cacheDir, pristineDir, digest+".manifest")
 	if _, err := os.Stat(dir); err == nil {
-		return dir, nil
+		if intact(dir, manifestPath) {
+			return dir, nil
+		}
+		// Modified since it was unpacked: set it aside and unpack it again.
+		if err := discard(dir); err != nil {
+			return "", fmt.Errorf("fetch bundle %s: cached copy was modified and cannot be removed: %w", digest, err)
+		}
 	}
-	data, err := store.GetBytes(ctx, digest)
-	if err != nil {
-		return "", fmt.Errorf("fetch bundle %s: %w", digest, err)
-	}
-	if got := Digest(data); got != digest {
-		return "", fmt.Errorf("fetch bundle %s: content digest is %s", digest, got)
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("fetch bundle %s: %w", digest, err)
+	data, err := os.ReadFile(pristine)
+	if err != nil || Digest(data) != digest {
+		data, err = store.GetBytes(ctx, digest)
+		if err != nil {
+			return "", fmt.Errorf("fetch bundle %s: %w", digest, err)
+		}
+		if got := Digest(data); got != digest {
+			return "", fmt.Errorf("fetch bundle %s: content digest is %s", digest, got)
+		}
+		if err := writeAtomic(pristine, data); err != nil {
+			return "", fmt.Errorf("fetch bundle %s: %w", digest, err)
+		}
 	}
 	tmp, err := os.MkdirTemp(cacheDir, ".unpack-")
 	if err != nil {
@@ -150,12 +168,101 @@ func Fetch(ctx context.Context, store jetstream.ObjectStore, digest, cacheDir st
 	if err := os.Rename(tmp, dir); err != nil {
 		makeWritable(tmp)
 		os.RemoveAll(tmp)
-		if _, statErr := os.Stat(dir); statErr == nil {
+		if _, statErr := os.Stat(dir); statErr == nil && intact(dir, manifestPath) {
 			return dir, nil // another worker unpacked it first
 		}
 		return "", fmt.Errorf("fetch bundle %s: %w", digest, err)
 	}
+	m, err := takeManifest(dir)
+	if err == nil {
+		err = writeAtomic(manifestPath, m)
+	}
+	if err != nil {
+		return "", fmt.Errorf("fetch bundle %s: manifest: %w", digest, err)
+	}
 	return dir, nil
+}
+
+// pristineDir holds, per digest, the packed bytes and the manifest of the unpacked tree;
+// its name cannot be a digest.
+const pristineDir = ".pristine"
+
+// takeManifest lists what an unpacked tree holds, in a form that changes when any file or
+// directory is written, added, removed, renamed or chmod'ed.
+func takeManifest(dir string) ([]byte, error) {
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		st, _ := info.Sys().(*syscall.Stat_t)
+		var ino uint64
+		var ctime, mtime int64
+		if st != nil {
+			ino = st.Ino
+			ctime = st.Ctim.Nano()
+			mtime = st.Mtim.Nano()
+		}
+		fmt.Fprintf(&b, "%q %o %d %d %d %d\n", filepath.ToSlash(rel), uint32(info.Mode()), info.Size(), ino, mtime, ctime)
+		return nil
+	})
+	return []byte(b.String()), err
+}
+
+// intact reports whether dir still matches the manifest taken when it was unpacked.
+func intact(dir, manifestPath string) bool {
+	want, err := os.ReadFile(manifestPath)
+	if err != nil {
+		return false
+	}
+	got, err := takeManifest(dir)
+	return err == nil && bytes.Equal(got, want)
+}
+
+// discard moves a modified tree out of the way and removes it.
+func discard(dir string) error {
+	trash, err := os.MkdirTemp(filepath.Dir(dir), ".discard-")
+	if err != nil {
+		return err
+	}
+	target := filepath.Join(trash, "tree")
+	if err := os.Rename(dir, target); err != nil && !errors.Is(err, os.ErrNotExist) {
+		os.Remove(trash)
+		return err
+	}
+	makeWritable(trash)
+	return os.RemoveAll(trash)
+}
+
+// writeAtomic writes data to path (read-only) through a rename, so that readers never see a
+// partial file.
+func writeAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o444)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }
 
 // Unpack extracts packed bytes into dir, refusing entries that would land outside it.

@@ -413,3 +413,78 @@ func TestRemoveCache(t *testing.T) {
 		t.Errorf("RemoveCache of a missing cache = %v, want nil", err)
 	}
 }
+
+// TestFetchRepairsModifiedCache: a cached bundle that was written, extended, pruned or
+// chmod'ed since it was unpacked (as a candidate running as root could) is unpacked again,
+// from the pristine copy when the store no longer has it.
+func TestFetchRepairsModifiedCache(t *testing.T) {
+	store, ctx := objectStore(t)
+	src := t.TempDir()
+	writeFiles(t, src, map[string]string{"evaluator.py": "def evaluate(p):\n    return {'score': 1}\n", "data/points.csv": "1,2\n"})
+	data, digest, err := bundle.Pack(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bundle.Put(ctx, store, digest, data); err != nil {
+		t.Fatal(err)
+	}
+	cache := cacheDir(t)
+	dir, err := bundle.Fetch(ctx, store, digest, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := readTree(t, dir)
+	// From here on only the pristine copy can restore it.
+	if err := store.Delete(ctx, digest); err != nil {
+		t.Fatal(err)
+	}
+	tamper := []struct {
+		name string
+		do   func(t *testing.T)
+	}{
+		{"rewrite the evaluator", func(t *testing.T) {
+			path := filepath.Join(dir, "evaluator.py")
+			os.Chmod(path, 0o644)
+			if err := os.WriteFile(path, []byte("def evaluate(p):\n    return {'score': 1e9}\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(path, 0o444)
+		}},
+		{"same size, same mode", func(t *testing.T) {
+			path := filepath.Join(dir, "data", "points.csv")
+			os.Chmod(path, 0o644)
+			if err := os.WriteFile(path, []byte("9,9\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(path, 0o444)
+		}},
+		{"add a module", func(t *testing.T) {
+			os.Chmod(dir, 0o755)
+			if err := os.WriteFile(filepath.Join(dir, "numpy.py"), []byte("raise SystemExit"), 0o444); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(dir, 0o555)
+		}},
+		{"delete a file", func(t *testing.T) {
+			os.Chmod(filepath.Join(dir, "data"), 0o755)
+			if err := os.Remove(filepath.Join(dir, "data", "points.csv")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range tamper {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.do(t)
+			again, err := bundle.Fetch(ctx, store, digest, cache)
+			if err != nil {
+				t.Fatalf("Fetch after tampering: %v", err)
+			}
+			if got := readTree(t, again); !reflect.DeepEqual(got, want) {
+				t.Errorf("fetched tree %v, want the pristine %v", got, want)
+			}
+			if left, _ := filepath.Glob(filepath.Join(cache, ".discard-*")); len(left) != 0 {
+				t.Errorf("cache holds discarded trees %q", left)
+			}
+		})
+	}
+}

@@ -34,6 +34,7 @@ func Buckets(n protocol.Names) []jetstream.KeyValueConfig {
 		{Bucket: n.GeneratorsBucket(), History: 1, TTL: time.Minute, Storage: jetstream.FileStorage},
 		{Bucket: n.GPUInventoryBucket(), History: 1, Storage: jetstream.FileStorage},
 		{Bucket: n.GPULeasesBucket(), History: 1, LimitMarkerTTL: time.Minute, Storage: jetstream.FileStorage},
+		{Bucket: n.OwnersBucket(), History: 1, Storage: jetstream.FileStorage},
 	}
 }
 
@@ -50,9 +51,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, n protocol.Names) er
 			return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
 		}
 	}
-	store := jetstream.ObjectStoreConfig{Bucket: n.BundlesStore(), Compression: true, Storage: jetstream.FileStorage}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, store); err != nil {
-		return fmt.Errorf("provision object store %s: %w", store.Bucket, err)
+	for _, name := range []string{n.BundlesStore(), n.SnapshotsStore()} {
+		store := jetstream.ObjectStoreConfig{Bucket: name, Compression: true, Storage: jetstream.FileStorage}
+		if _, err := js.CreateOrUpdateObjectStore(ctx, store); err != nil {
+			return fmt.Errorf("provision object store %s: %w", store.Bucket, err)
+		}
 	}
 	return nil
 }

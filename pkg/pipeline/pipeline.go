@@ -1,7 +1,8 @@
 // Package pipeline runs a handler over a durable JetStream pull consumer: bounded concurrency
 // (never pulls more than it can run), progress heartbeats for long work, ack only after the
 // handler succeeded, nak with backoff on error, terminate on permanent errors, panic recovery,
-// and a drain on shutdown. Every service's stage is a Handler run by Consume.
+// dead letters (DEAD stream) for what no delivery could settle, and a drain on shutdown.
+// Every service's stage is a Handler run by Consume.
 package pipeline
 
 import (
@@ -15,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shoal-run/shoal/pkg/protocol"
 )
 
 // Handler processes one message. It must be safe to run twice on the same message: a crash
@@ -42,7 +45,27 @@ type Config struct {
 	DrainTimeout time.Duration
 	// MaxBackoff caps the redelivery delay after errors; default 30s.
 	MaxBackoff time.Duration
-	Log        *slog.Logger
+	// Timeout, when set, bounds one handler run: its ctx is cancelled and its heartbeats
+	// stop then, so a handler that hangs regardless is redelivered after AckWait like a
+	// crashed one, and dead-lettered after MaxDeliver. Zero: no bound (the handler's own
+	// timeouts apply).
+	Timeout time.Duration
+	Log     *slog.Logger
+
+	// JetStream turns on dead letters. A message whose handler returned a Permanent error, or
+	// failed on the consumer's last allowed delivery (its MaxDeliver), is copied with that
+	// error to shoal.dead.<stream> and then terminated; a message the server gave up on
+	// because no delivery was acked or nak'ed (the handler's process crashed or hung) is
+	// moved there from its stream with protocol.DeadReasonNoAck. Without it such messages
+	// are only logged: terminated, or left in the stream by the server.
+	JetStream jetstream.JetStream
+	// Names gives the DEAD subject; zero means the default prefix.
+	Names protocol.Names
+	// OnDead runs once a message is in DEAD and before it leaves its stream, e.g. to record
+	// the failure downstream so a run's accounting completes. An error keeps the message for
+	// another try. It may run more than once for one message (replicas, retries): make its
+	// effect idempotent, e.g. publish under a derived Nats-Msg-Id.
+	OnDead func(ctx context.Context, d DeadLetter) error
 }
 
 func (c *Config) setDefaults() {
@@ -61,6 +84,9 @@ func (c *Config) setDefaults() {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	if c.Names.Prefix == "" {
+		c.Names = protocol.NewNames("")
+	}
 }
 
 // Consume pulls from cons and runs h until ctx ends, then stops pulling, waits up to
@@ -76,6 +102,25 @@ func Consume(ctx context.Context, cons jetstream.Consumer, cfg Config, h Handler
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	var wg sync.WaitGroup
+	var dl *deadLetterer
+	maxDeliver := 0
+	if info := cons.CachedInfo(); info != nil {
+		maxDeliver = info.Config.MaxDeliver
+		if cfg.JetStream != nil {
+			dl = &deadLetterer{js: cfg.JetStream, names: cfg.Names, stream: info.Stream, consumer: info.Name, onDead: cfg.OnDead}
+		}
+	}
+	if dl != nil {
+		// The watch stops with ctx: after shutdown the replicas still running take over.
+		watchDone := make(chan struct{})
+		go func() {
+			defer close(watchDone)
+			if err := dl.watch(ctx, cfg); err != nil {
+				cfg.Log.Error("dead-letter watch failed; exhausted messages stay in the stream", "stage", cfg.Name, "err", err)
+			}
+		}()
+		defer func() { <-watchDone }()
+	}
 	defer func() {
 		done := make(chan struct{})
 		go func() { wg.Wait(); close(done) }()
@@ -132,7 +177,7 @@ func Consume(ctx context.Context, cons jetstream.Consumer, cfg Config, h Handler
 			go func() {
 				defer wg.Done()
 				defer func() { slots <- struct{}{} }()
-				handle(work, msg, cfg, h)
+				handle(work, msg, cfg, dl, maxDeliver, h)
 			}()
 		}
 		cancelFetch()
@@ -157,9 +202,16 @@ func Consume(ctx context.Context, cons jetstream.Consumer, cfg Config, h Handler
 }
 
 // handle runs h for one message with heartbeats and settles the message once. work is
-// cancelled only after the drain limit.
-func handle(work context.Context, msg jetstream.Msg, cfg Config, h Handler) {
-	hbCtx, stopHB := context.WithCancel(work)
+// cancelled only after the drain limit. dl is nil when dead letters are off; maxDeliver is
+// the consumer's (0 or -1: unlimited).
+func handle(work context.Context, msg jetstream.Msg, cfg Config, dl *deadLetterer, maxDeliver int, h Handler) {
+	runCtx := work
+	if cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(work, cfg.Timeout)
+		defer cancel()
+	}
+	hbCtx, stopHB := context.WithCancel(runCtx)
 	defer stopHB()
 	go func() {
 		t := time.NewTicker(cfg.Heartbeat)
@@ -173,7 +225,7 @@ func handle(work context.Context, msg jetstream.Msg, cfg Config, h Handler) {
 			}
 		}
 	}()
-	err := run(work, msg, h)
+	err := run(runCtx, msg, h)
 	stopHB()
 	log := cfg.Log.With("stage", cfg.Name, "subject", msg.Subject())
 	switch {
@@ -181,12 +233,25 @@ func handle(work context.Context, msg jetstream.Msg, cfg Config, h Handler) {
 		if aerr := msg.DoubleAck(context.WithoutCancel(work)); aerr != nil {
 			log.Warn("ack failed; the message will be redelivered", "err", aerr)
 		}
-	case errors.Is(err, ErrPermanent):
+	case errors.Is(err, ErrPermanent) && dl == nil:
 		log.Error("message rejected", "err", err)
 		_ = msg.TermWithReason(truncate(err.Error(), 200))
 	case work.Err() != nil:
 		// Cancelled at shutdown: hand the message back at once for another replica.
 		_ = msg.Nak()
+	case dl != nil && (errors.Is(err, ErrPermanent) || lastDelivery(msg, maxDeliver)):
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(work), deadLetterTimeout)
+		derr := dl.publish(dctx, dl.fromMsg(msg, err))
+		cancel()
+		if derr != nil {
+			// Keep the message: a later delivery, or the server's advisory after the last
+			// one, tries again.
+			log.Error("dead-letter failed; the message stays queued", "err", err, "dead_err", derr)
+			_ = msg.NakWithDelay(backoff(msg, cfg.MaxBackoff))
+			return
+		}
+		log.Error("message dead-lettered", "err", err)
+		_ = msg.TermWithReason(truncate(err.Error(), 200))
 	default:
 		delay := backoff(msg, cfg.MaxBackoff)
 		log.Warn("handler failed; will retry", "err", err, "retry_in", delay)
@@ -201,6 +266,14 @@ func run(ctx context.Context, msg jetstream.Msg, h Handler) (err error) {
 		}
 	}()
 	return h(ctx, msg)
+}
+
+func lastDelivery(msg jetstream.Msg, maxDeliver int) bool {
+	if maxDeliver <= 0 {
+		return false
+	}
+	md, err := msg.Metadata()
+	return err == nil && md.NumDelivered >= uint64(maxDeliver)
 }
 
 func backoff(msg jetstream.Msg, limit time.Duration) time.Duration {

@@ -33,6 +33,9 @@ type Seed struct {
 	// candidates and for `shoal best`.
 	ProgramName string    `json:"program_name,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
+	// Templates are the run's prompt templates read from prompt.template_dir, by OpenEvolve's
+	// names (diff_user, previous_attempt, …) without the .txt; they override the defaults.
+	Templates map[string]string `json:"templates,omitempty"`
 }
 
 // Program is a member of the population as it travels in tasks and samples.
@@ -46,6 +49,13 @@ type Program struct {
 	Status     Status             `json:"status"`
 	Generation int                `json:"generation"`
 	Island     int                `json:"island"`
+	// Iteration is the planner's task number that produced the program (0 for a seed).
+	Iteration int64 `json:"iteration,omitempty"`
+	// Changes is the generator's summary of what it changed; Reason why the program failed.
+	Changes string `json:"changes,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	// Features are the program's MAP-Elites cell coordinates on its island.
+	Features []int `json:"features,omitempty"`
 }
 
 // ChatMessage is one message of a chat-completions prompt.
@@ -143,6 +153,8 @@ const (
 	EventNewBest  = "new_best"
 	EventRunState = "run_state"
 	EventError    = "error"
+	// EventMigration: an island copied its best programs to its ring neighbours.
+	EventMigration = "migration"
 )
 
 // Event tells watchers what happened to a run.
@@ -170,7 +182,21 @@ type SampleReply struct {
 	Parent       Program   `json:"parent"`
 	Inspirations []Program `json:"inspirations,omitempty"`
 	Top          []Program `json:"top,omitempty"`
-	Error        string    `json:"error,omitempty"`
+	// Previous holds the island's most recent attempts, newest first, failed ones included
+	// with their Status and Reason, so a prompt can show what was tried and how it ended.
+	Previous []Program `json:"previous,omitempty"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// SnapshotReply answers a request on Names.Snapshot: the archive wrote the run's snapshot to
+// the snapshots object store under Key, covering RESULTS up to Seq. Error is set when the run
+// is unknown to the archive or the write failed.
+type SnapshotReply struct {
+	Meta
+	Key        string `json:"key,omitempty"`
+	Seq        uint64 `json:"seq"`
+	Iterations int64  `json:"iterations"`
+	Error      string `json:"error,omitempty"`
 }
 
 // RunStatus is a run's lifecycle state, decided by the planner.
@@ -183,6 +209,8 @@ const (
 	RunStopping RunStatus = "stopping"
 	// RunDone: every issued task's result is folded.
 	RunDone RunStatus = "done"
+	// RunPaused: the user paused the run; no new tasks, those in flight finish.
+	RunPaused RunStatus = "paused"
 )
 
 // RunSpec is the runs bucket's <run>.config value: what the run was seeded with.
@@ -193,6 +221,8 @@ type RunSpec struct {
 	BundleDigest string    `json:"bundle_digest"`
 	ProgramName  string    `json:"program_name"`
 	CreatedAt    time.Time `json:"created_at"`
+	// Templates are the seed's prompt templates (see Seed.Templates).
+	Templates map[string]string `json:"templates,omitempty"`
 }
 
 // RunState is the runs bucket's <run>.state value, written by the archive after it folds
@@ -210,6 +240,21 @@ type RunState struct {
 	// LastSeq is the RESULTS stream sequence of the last folded result.
 	LastSeq   uint64    `json:"last_seq"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// LastImprovement is the value of Iterations when the best early_stopping_metric last
+	// rose by more than convergence_threshold (0 at the seed): the planner's plateau clock.
+	LastImprovement int64 `json:"last_improvement"`
+	// Islands summarises each island of the population.
+	Islands []IslandState `json:"islands,omitempty"`
+}
+
+// IslandState summarises one island in RunState.
+type IslandState struct {
+	Island     int     `json:"island"`
+	Programs   int     `json:"programs"`
+	Cells      int     `json:"cells"`
+	BestID     string  `json:"best_id,omitempty"`
+	BestScore  float64 `json:"best_score"`
+	Migrations int64   `json:"migrations"`
 }
 
 // PlannerState is the runs bucket's <run>.planner value: what the planner has issued and
@@ -222,6 +267,32 @@ type PlannerState struct {
 	IssuedByModel map[string]int64 `json:"issued_by_model,omitempty"`
 	StartedAt     time.Time        `json:"started_at"`
 	UpdatedAt     time.Time        `json:"updated_at"`
+	// LastModel is the model of task Issued. The planner records a task here before it
+	// publishes it, and a restarted planner publishes that task again: its derived id makes
+	// the copy a no-op if the first publish got through.
+	LastModel string `json:"last_model,omitempty"`
+	// RanFor is the time spent running before RunningSince; max_wall_time counts only
+	// running time, not time paused or stopped.
+	RanFor       time.Duration `json:"ran_for,omitempty"`
+	RunningSince time.Time     `json:"running_since,omitempty"`
+	// Extensions is the RunControl.Extensions the planner has acted on; ResumedAt is the
+	// run's Iterations at the last extension, where the plateau clock restarts.
+	Extensions int64 `json:"extensions,omitempty"`
+	ResumedAt  int64 `json:"resumed_at,omitempty"`
+}
+
+// RunControl is the runs bucket's <run>.control value, written by `shoal run pause|resume|
+// extend` and obeyed by the planner.
+type RunControl struct {
+	Meta
+	// Paused stops new tasks; tasks in flight finish.
+	Paused bool `json:"paused"`
+	// ExtraIterations and ExtraWallTime are added to the config's max_iterations and
+	// max_wall_time; each `extend` adds to them and bumps Extensions.
+	ExtraIterations int64         `json:"extra_iterations,omitempty"`
+	ExtraWallTime   time.Duration `json:"extra_wall_time,omitempty"`
+	Extensions      int64         `json:"extensions,omitempty"`
+	UpdatedAt       time.Time     `json:"updated_at"`
 }
 
 // BestProgram is the runs bucket's <run>.best value: the best program so far, whole, so that

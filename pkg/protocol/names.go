@@ -37,6 +37,11 @@ func (n Names) RunEvents(run string) string       { return n.Prefix + ".event." 
 func (n Names) AllDead() string                   { return n.Prefix + ".dead.>" }
 func (n Names) AllSamples() string                { return n.Prefix + ".archive.*.sample" }
 
+// Snapshot is the request/reply subject asking the archive that owns run to snapshot it now;
+// the reply is a SnapshotReply.
+func (n Names) Snapshot(run string) string { return n.Prefix + ".archive." + run + ".snapshot" }
+func (n Names) AllSnapshots() string       { return n.Prefix + ".archive.*.snapshot" }
+
 // RunFromSubject returns the <run> token of any per-run subject built by n.
 func (n Names) RunFromSubject(subject string) string {
 	return tokenAt(subject, strings.Count(n.Prefix, ".")+2)
@@ -63,6 +68,13 @@ func (n Names) GPUInventoryBucket() string { return n.bucket("gpu-inventory") }
 func (n Names) GPULeasesBucket() string    { return n.bucket("gpu-leases") }
 func (n Names) BundlesStore() string       { return n.bucket("bundles") }
 
+// SnapshotsStore holds one archive snapshot per run (key: the run id).
+func (n Names) SnapshotsStore() string { return n.bucket("snapshots") }
+
+// OwnersBucket holds run ownership leases (package leader): one key per (role, run), whose
+// value names the replica that owns that run's work for that role.
+func (n Names) OwnersBucket() string { return n.bucket("owners") }
+
 // Durable consumer names, one per (stream, role): replicas of a service share it.
 
 func (n Names) ArchiveSeedsConsumer() string { return "archive-seeds" }
@@ -81,6 +93,9 @@ func RunConfigKey(run string) string  { return run + ".config" }
 func RunStateKey(run string) string   { return run + ".state" }
 func RunPlannerKey(run string) string { return run + ".planner" }
 func RunBestKey(run string) string    { return run + ".best" }
+
+// RunControlKey holds the user's RunControl of a run (pause, resume, extend).
+func RunControlKey(run string) string { return run + ".control" }
 
 func tokenAt(subject string, i int) string {
 	parts := strings.Split(subject, ".")

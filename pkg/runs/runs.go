@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -154,4 +155,46 @@ func (s *Store) List(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(ids)
 	return ids, nil
+}
+
+// Control returns the user's control of the run, or a zero control (running, no extension)
+// if none was written.
+func (s *Store) Control(ctx context.Context, run string) (*protocol.RunControl, error) {
+	c := protocol.RunControl{Meta: protocol.Meta{ID: run, Run: run}}
+	if _, err := natsx.GetJSON(ctx, s.kv, protocol.RunControlKey(run), &c); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// UpdateControl applies change to the run's control with compare-and-set, retrying when
+// another writer got there first, so that two `shoal run extend` at once both count.
+func (s *Store) UpdateControl(ctx context.Context, run string, change func(*protocol.RunControl)) (*protocol.RunControl, error) {
+	for {
+		c := protocol.RunControl{Meta: protocol.Meta{ID: run, Run: run}}
+		rev, err := natsx.GetJSON(ctx, s.kv, protocol.RunControlKey(run), &c)
+		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, err
+		}
+		change(&c)
+		c.ID, c.Run, c.UpdatedAt = run, run, time.Now().UTC()
+		data, err := protocol.Encode(&c)
+		if err != nil {
+			return nil, err
+		}
+		if rev == 0 {
+			_, err = s.kv.Create(ctx, protocol.RunControlKey(run), data)
+		} else {
+			_, err = s.kv.Update(ctx, protocol.RunControlKey(run), data, rev)
+		}
+		if err == nil {
+			return &c, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return nil, fmt.Errorf("control run %s: %w", run, err)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
 }

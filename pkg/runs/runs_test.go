@@ -169,3 +169,39 @@ func TestList(t *testing.T) {
 		}
 	})
 }
+
+// TestUpdateControl: writers of a run's control (two `shoal run extend` at once) never lose
+// each other's change.
+func TestUpdateControl(t *testing.T) {
+	s, ctx := openStore(t)
+	c, err := s.Control(ctx, "r1")
+	if err != nil || c.Paused || c.Extensions != 0 {
+		t.Fatalf("control of a run nobody steered = %+v, %v; want zero", c, err)
+	}
+	const writers = 8
+	errs := make(chan error, writers)
+	for range writers {
+		go func() {
+			_, err := s.UpdateControl(ctx, "r1", func(c *protocol.RunControl) {
+				c.ExtraIterations += 10
+				c.Extensions++
+			})
+			errs <- err
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.UpdateControl(ctx, "r1", func(c *protocol.RunControl) { c.Paused = true }); err != nil {
+		t.Fatal(err)
+	}
+	c, err = s.Control(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ExtraIterations != 10*writers || c.Extensions != writers || !c.Paused || c.Run != "r1" {
+		t.Errorf("control = %+v; want %d extra iterations from %d extensions, paused", c, 10*writers, writers)
+	}
+}

@@ -2,8 +2,11 @@
 // run's population, keeps the best program and the run's counters in the runs bucket, answers
 // the planner's sample requests, and turns seeds into a run's first candidates.
 //
-// RESULTS is the source of truth: on start the archive replays it from the beginning, so a
-// restart ends in exactly the state it left, with no result lost or counted twice.
+// RESULTS is the source of truth. The archive snapshots each run's population into the
+// snapshots object store every checkpoint_interval folded results and on shutdown; on start
+// it restores the snapshots and replays RESULTS from the lowest sequence they do not cover,
+// skipping what each run's snapshot already holds. The fold is deterministic, so a restart
+// ends in exactly the state it left, with no result lost or counted twice.
 package archive
 
 import (
@@ -55,14 +58,18 @@ type Service struct {
 	js  jetstream.JetStream
 	log *slog.Logger
 
-	runs    *runs.Store
-	bundles jetstream.ObjectStore
+	runs      *runs.Store
+	bundles   jetstream.ObjectStore
+	snapshots jetstream.ObjectStore
+	writer    *snapshotWriter
 
 	mu       sync.RWMutex
 	pops     map[string]*population.Population
 	dirty    map[string]bool
 	newBest  map[string]bool
 	caughtUp bool
+	// since counts each run's results folded since its last snapshot.
+	since map[string]int
 }
 
 // New returns an archive replica; Run starts it.
@@ -75,6 +82,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	return &Service{
 		cfg: cfg, nc: nc, js: js, log: log.With("service", "archive"),
 		pops: map[string]*population.Population{}, dirty: map[string]bool{}, newBest: map[string]bool{},
+		since: map[string]int{},
 	}, nil
 }
 
@@ -92,20 +100,28 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("archive: open bundles: %w", err)
 	}
 
-	info, err := s.js.Stream(ctx, s.cfg.Names.ResultsStream())
+	if s.snapshots, err = s.js.ObjectStore(ctx, s.cfg.Names.SnapshotsStore()); err != nil {
+		return fmt.Errorf("archive: open snapshots: %w", err)
+	}
+	s.writer = newSnapshotWriter(s.snapshots, s.log)
+
+	replayTo, from, err := s.restore(ctx)
 	if err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
-	replayTo := info.CachedInfo().State.LastSeq
-	s.log.Info("replaying results", "to_seq", replayTo)
-	if replayTo == 0 {
+	s.log.Info("replaying results", "from_seq", from, "to_seq", replayTo)
+	if from > replayTo {
 		s.markCaughtUp(ctx)
 	}
 
-	results, err := s.js.OrderedConsumer(ctx, s.cfg.Names.ResultsStream(), jetstream.OrderedConsumerConfig{
+	occ := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{s.cfg.Names.AllResults()},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+	}
+	if from > 1 {
+		occ.DeliverPolicy, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	results, err := s.js.OrderedConsumer(ctx, s.cfg.Names.ResultsStream(), occ)
 	if err != nil {
 		return fmt.Errorf("archive: results consumer: %w", err)
 	}
@@ -114,6 +130,11 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("archive: sample responder: %w", err)
 	}
 	defer sub.Drain()
+	snapSub, err := s.nc.QueueSubscribe(s.cfg.Names.AllSnapshots(), "archive", func(m *nats.Msg) { s.serveSnapshot(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("archive: snapshot responder: %w", err)
+	}
+	defer snapSub.Drain()
 
 	seeds, err := natsx.EnsureConsumer(ctx, s.js, s.cfg.Names.SeedsStream(), jetstream.ConsumerConfig{
 		Durable:       s.cfg.Names.ArchiveSeedsConsumer(),
@@ -128,7 +149,11 @@ func (s *Service) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
-	wg.Add(3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		s.writer.run(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		errc <- pipeline.Consume(ctx, seeds, pipeline.Config{Name: "archive-seeds", Log: s.log}, s.handleSeed)
@@ -143,7 +168,10 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	wg.Wait()
 	close(errc)
-	s.flush(context.WithoutCancel(ctx))
+	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	s.flush(final)
+	s.snapshotAll(final)
 	var errs []error
 	for err := range errc {
 		errs = append(errs, err)
@@ -195,17 +223,33 @@ func (s *Service) foldOne(ctx context.Context, r *protocol.Result, seq uint64) {
 	pop := s.population(ctx, run)
 	s.mu.Lock()
 	out := pop.Fold(r, seq)
-	s.dirty[run] = true
+	var snap *snapshotJob
+	if !out.Covered && !out.Duplicate {
+		s.dirty[run] = true
+		if s.since[run]++; s.since[run] >= pop.CheckpointInterval() {
+			snap = s.takeSnapshot(run, pop)
+		}
+	}
 	if out.NewBest {
 		s.newBest[run] = true
 	}
 	caughtUp := s.caughtUp
 	s.mu.Unlock()
+	if snap != nil {
+		s.writer.enqueue(snap)
+	}
 	if out.Duplicate {
 		s.log.Info("duplicate result ignored", "run", run, "candidate", r.Candidate.ID, "seq", seq)
 	}
-	if out.NewBest && caughtUp {
+	if !caughtUp {
+		return
+	}
+	if out.NewBest {
 		s.event(ctx, run, protocol.EventNewBest, "new best program", r.Candidate.ID, r.Score)
+	}
+	for _, m := range out.Migrations {
+		msg := fmt.Sprintf("island %d copied %d programs to islands %v", m.From, m.Programs, m.To)
+		s.event(ctx, run, protocol.EventMigration, msg, r.Candidate.ID, 0)
 	}
 }
 
@@ -318,12 +362,15 @@ func (s *Service) serveSample(msg *nats.Msg) {
 		caughtUp := s.caughtUp
 		var found bool
 		if ok && caughtUp {
-			reply.Parent, reply.Top, reply.Inspirations, found = pop.Sample(req.Seed)
+			var smp population.Sample
+			if smp, found = pop.Sample(req.Island, req.NumInspirations, req.Seed); found {
+				reply.Parent, reply.Top, reply.Inspirations, reply.Previous = smp.Parent, smp.Top, smp.Inspirations, smp.Previous
+			}
 		}
 		s.mu.RUnlock()
 		switch {
 		case !caughtUp:
-			reply.Error = "archive is replaying results; try again shortly"
+			reply.Error = ErrReplaying.Error()
 		case !found:
 			reply.Error = fmt.Sprintf("run %q has no evaluated program yet", req.Run)
 		}

@@ -138,6 +138,7 @@ func (s *Service) createRun(ctx context.Context, seed *protocol.Seed) (*runs.Spe
 		BundleDigest: seed.BundleDigest,
 		ProgramName:  name,
 		CreatedAt:    time.Now().UTC(),
+		Templates:    seed.Templates,
 	}
 	if _, err := s.runs.CreateSpec(ctx, rs); err != nil {
 		return nil, err

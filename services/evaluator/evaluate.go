@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math"
 	"os"
@@ -29,9 +28,20 @@ import (
 type scorer struct {
 	python    string
 	harness   *harness.Harness
+	launcher  *sandbox.Launcher
+	// warm holds prepared zygotes, one per evaluator; nil runs every candidate cold, on a
+	// zygote of its own.
+	warm      *warmPool
 	workRoot  string
 	maxOutput int
 	log       *slog.Logger
+}
+
+// close stops the warm interpreters.
+func (s *scorer) close() {
+	if s.warm != nil {
+		s.warm.close()
+	}
 }
 
 // job is one candidate with everything its evaluation needs.
@@ -53,6 +63,11 @@ type verdict struct {
 	Metrics   map[string]float64
 	Artifacts map[string]string
 	Stage     int
+	// evalTime is the time evaluate() (or the stages) took, as the evaluation measured it.
+	evalTime time.Duration
+	// uid is the uid the candidate ran as (0: the service's own), for tests that look for
+	// its processes.
+	uid int
 }
 
 // Defaults for run configs that leave values unset.
@@ -76,12 +91,6 @@ func metricsSize(m map[string]float64) int {
 	}
 	return n
 }
-
-// reportName is the harness' report file in the work dir. The candidate runs in the
-// harness' process and could write it too; keeping a hostile candidate from forging its
-// score needs the evaluator and the candidate in separate processes, which is the deeper
-// sandbox's work.
-const reportName = ".shoal-report.json"
 
 // score evaluates j. It returns an error only when the evaluation could not take place
 // (ctx ended, the work dir or the interpreter failed us): a candidate that fails is a verdict.
@@ -143,24 +152,31 @@ func (s *scorer) harnessed(ctx context.Context, box *sandbox.Box, j job, program
 	if _, err := os.Stat(evalPath); err != nil {
 		return failed(fmt.Sprintf("evaluator file %s is not in the run's bundle", file)), nil
 	}
-	reportPath := filepath.Join(box.Dir, reportName)
-	out, err := box.Run(ctx, sandbox.Command{
-		Args: s.harness.Args(s.python, harness.Invocation{
-			Evaluator: evalPath, Program: program, Out: reportPath,
-			Cascade: ev.CascadeEvaluation, Thresholds: ev.CascadeThresholds,
-		}),
+	prep := &sandbox.Prepare{HarnessDir: s.harness.Dir, Evaluator: evalPath, Env: s.harness.Env()}
+	out, err := s.run(ctx, prep, box, sandbox.Command{
+		Program: program, Cascade: ev.CascadeEvaluation, Thresholds: ev.CascadeThresholds,
 		Env:            s.harness.Env(),
+		ReadOnly:       []string{j.bundleDir, s.harness.Dir},
 		Timeout:        timeout,
 		MemoryLimitMB:  ev.MemoryLimitMB,
 		MaxOutputBytes: s.maxOutput,
 	})
+	var ierr *sandbox.ImportError
+	if errors.As(err, &ierr) {
+		v := &verdict{Status: protocol.StatusFailed, Reason: ierr.Error(), Artifacts: map[string]string{"traceback": ierr.Traceback}}
+		return v, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	v := &verdict{Artifacts: map[string]string{}}
-	report, rerr := harness.ReadReport(reportPath)
+	v := &verdict{Artifacts: map[string]string{}, uid: out.UID}
+	report, rerr := harness.ParseReport(out.Report)
+	if out.ReportTooLarge {
+		rerr = fmt.Errorf("report over %d bytes", sandbox.MaxReportBytes)
+	}
 	if report != nil {
 		v.Metrics, v.Stage = report.Metrics, report.Stage
+		v.evalTime = time.Duration(report.Elapsed * float64(time.Second))
 		for k, a := range report.Artifacts {
 			v.Artifacts[k] = a
 		}
@@ -176,7 +192,7 @@ func (s *scorer) harnessed(ctx context.Context, box *sandbox.Box, j job, program
 		v.Status, v.Reason = protocol.StatusFailed, report.Error
 	case !out.Success():
 		v.Status, v.Reason = protocol.StatusFailed, "evaluator "+exitReason(out)
-	case errors.Is(rerr, fs.ErrNotExist):
+	case errors.Is(rerr, harness.ErrNoReport):
 		v.Status, v.Reason = protocol.StatusFailed, "evaluator ended without writing its result"
 	case rerr != nil:
 		v.Status, v.Reason = protocol.StatusFailed, "evaluator result is unreadable: "+rerr.Error()
@@ -188,24 +204,66 @@ func (s *scorer) harnessed(ctx context.Context, box *sandbox.Box, j job, program
 	return v, nil
 }
 
+// run runs c on a zygote: the warm one prepared with prep (nil: an exec-only one) when the
+// scorer keeps them, else a fresh one for this job alone. A zygote that dies under a job
+// (the service's trouble: candidates cannot reach it) is replaced and the job run once more.
+func (s *scorer) run(ctx context.Context, prep *sandbox.Prepare, box *sandbox.Box, c sandbox.Command) (*sandbox.Outcome, error) {
+	for attempt := 0; ; attempt++ {
+		var out *sandbox.Outcome
+		var err error
+		if s.warm != nil {
+			key := ""
+			if prep != nil {
+				key = prep.Evaluator
+			}
+			var z *sandbox.Zygote
+			var release func()
+			z, release, err = s.warm.get(ctx, key, prep)
+			if err != nil {
+				return nil, err
+			}
+			out, err = z.Run(ctx, box, c)
+			release()
+		} else {
+			var z *sandbox.Zygote
+			z, err = s.launcher.Start(ctx, prep)
+			if err != nil {
+				return nil, err
+			}
+			out, err = z.Run(ctx, box, c)
+			_ = z.Close()
+		}
+		if errors.Is(err, sandbox.ErrZygoteDied) && attempt == 0 && ctx.Err() == nil {
+			s.log.Warn("sandbox zygote died under a candidate; running it again", "err", err)
+			continue
+		}
+		return out, err
+	}
+}
+
 // command runs a language-agnostic evaluator: any command that prints a JSON object of metrics.
 func (s *scorer) command(ctx context.Context, box *sandbox.Box, j job, program string, timeout time.Duration) (*verdict, error) {
 	ev := j.cfg.Evaluator
-	out, err := box.Run(ctx, sandbox.Command{
+	var ro []string
+	if j.bundleDir != "" {
+		ro = []string{j.bundleDir}
+	}
+	out, err := s.run(ctx, nil, box, sandbox.Command{
 		Args:           commandArgs(ev.Command, j.bundleDir, program),
+		ReadOnly:       ro,
 		Timeout:        timeout,
 		MemoryLimitMB:  ev.MemoryLimitMB,
 		MaxOutputBytes: s.maxOutput,
 	})
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, sandbox.ErrZygoteDied) {
 			return nil, err
 		}
 		// The run's command cannot start here (not found, not executable): every candidate
 		// would fail the same way, and the reason tells the user why.
 		return failed(err.Error()), nil
 	}
-	v := &verdict{Artifacts: map[string]string{}}
+	v := &verdict{Artifacts: map[string]string{}, uid: out.UID}
 	obj, found := lastJSONObject(out.Stdout)
 	if found {
 		v.Metrics = splitMetrics(obj, v.Artifacts)

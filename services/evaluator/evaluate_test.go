@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,11 +15,17 @@ import (
 	"github.com/shoal-run/shoal/services/evaluator/internal/proctest"
 
 	"github.com/shoal-run/shoal/services/evaluator/internal/harness"
+	"github.com/shoal-run/shoal/services/evaluator/internal/sandbox"
 )
 
 // newTestScorer installs the harness into a private cache dir removed after the test, with
-// the real python3 from PATH.
-func newTestScorer(t *testing.T, maxOutput int) *scorer {
+// the real python3 from PATH; it runs candidates cold, on a fresh interpreter each.
+func newTestScorer(t testing.TB, maxOutput int) *scorer {
+	return newScorerMode(t, maxOutput, false)
+}
+
+// newScorerMode is newTestScorer, with warm interpreters when warm is set.
+func newScorerMode(t testing.TB, maxOutput int, warm bool) *scorer {
 	t.Helper()
 	cache, err := os.MkdirTemp("", "shoal-evaluator-test-")
 	if err != nil {
@@ -40,10 +44,20 @@ func newTestScorer(t *testing.T, maxOutput int) *scorer {
 	if err != nil {
 		t.Fatalf("python3 is required: %v", err)
 	}
-	return &scorer{python: python, harness: h, workRoot: filepath.Join(cache, "work"), maxOutput: maxOutput, log: slog.New(slog.DiscardHandler)}
+	log := slog.New(slog.DiscardHandler)
+	l, err := sandbox.NewLauncher(python, cache, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &scorer{python: python, harness: h, launcher: l, workRoot: filepath.Join(cache, "work"), maxOutput: maxOutput, log: log}
+	if warm {
+		s.warm = newWarmPool(l, log)
+	}
+	t.Cleanup(s.close)
+	return s
 }
 
-func testdata(t *testing.T, name string) string {
+func testdata(t testing.TB, name string) string {
 	t.Helper()
 	dir, err := filepath.Abs(filepath.Join("testdata", name))
 	if err != nil {
@@ -178,21 +192,18 @@ func TestScore(t *testing.T) {
 			code: "import os, subprocess\n" +
 				"def run():\n" +
 				"    subprocess.Popen(['sleep', '600'])\n" +
-				"    print('PGID', os.getpgid(0), flush=True)\n" +
+				"    subprocess.Popen(['setsid', 'sleep', '600'])\n" +
+				"    print('started', flush=True)\n" +
 				"    while True:\n" +
 				"        pass\n",
 			config: func(e *runconfig.Evaluator) { e.Timeout = 1500 * time.Millisecond },
 			status: protocol.StatusTimeout,
 			reason: "timed out after 1.5s",
 			check: func(t *testing.T, v *verdict) {
-				m := regexp.MustCompile(`PGID (\d+)`).FindStringSubmatch(v.Artifacts["stdout"])
-				if m == nil {
-					t.Fatalf("stdout = %q, want the candidate's PGID", v.Artifacts["stdout"])
+				if !strings.Contains(v.Artifacts["stdout"], "started") {
+					t.Fatalf("stdout = %q, want the candidate's children started", v.Artifacts["stdout"])
 				}
-				pgid, _ := strconv.Atoi(m[1])
-				if pids := liveGroupMembers(pgid); len(pids) > 0 {
-					t.Errorf("processes %v of group %d outlived the evaluation", pids, pgid)
-				}
+				checkNoneLeft(t, v)
 			},
 		},
 		{
@@ -481,14 +492,23 @@ func TestLastJSONObject(t *testing.T) {
 	}
 }
 
-// liveGroupMembers lists the processes of a process group that are not yet dead (zombies,
-// waiting for an init that may not reap in a container, count as dead).
-func liveGroupMembers(pgid int) []int {
+// checkNoneLeft fails the test when a process of the candidate (its own uid, which the
+// service gives each candidate when it runs as root) outlived the evaluation.
+func checkNoneLeft(t *testing.T, v *verdict) {
+	t.Helper()
+	if v.uid == 0 {
+		t.Log("the candidate ran as the service's uid (not root): its processes cannot be told apart by uid")
+		return
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		pids := proctest.Live(pgid)
-		if len(pids) == 0 || time.Now().After(deadline) {
-			return pids
+		pids := proctest.LiveUID(v.uid)
+		if len(pids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("processes %v of the candidate (uid %d) outlived the evaluation", pids, v.uid)
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

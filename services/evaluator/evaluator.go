@@ -28,6 +28,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/runs"
 
 	"github.com/shoal-run/shoal/services/evaluator/internal/harness"
+	"github.com/shoal-run/shoal/services/evaluator/internal/sandbox"
 )
 
 // Config configures one evaluator replica. Replicas with the same Names share the work.
@@ -46,6 +47,9 @@ type Config struct {
 	// MaxOutputBytes caps what is kept of each of a candidate's stdout and stderr; default
 	// 64 KiB.
 	MaxOutputBytes int
+	// Cold starts a fresh interpreter for every candidate instead of forking it from a warm
+	// one that has imported the run's evaluator; slower, for comparison and debugging.
+	Cold bool
 }
 
 func (c *Config) setDefaults() {
@@ -134,8 +138,13 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	s.log.Info("evaluator started", "concurrency", s.cfg.Concurrency, "python", w.scorer.python, "cache_dir", s.cfg.CacheDir)
-	err = pipeline.Consume(ctx, cons, pipeline.Config{Name: "evaluator", Concurrency: s.cfg.Concurrency, Log: s.log}, w.handle)
+	defer w.scorer.close()
+	s.log.Info("evaluator started", "concurrency", s.cfg.Concurrency, "python", w.scorer.python, "cache_dir", s.cfg.CacheDir, "warm", !s.cfg.Cold)
+	err = pipeline.Consume(ctx, cons, pipeline.Config{
+		Name: "evaluator", Concurrency: s.cfg.Concurrency, Log: s.log,
+		// A candidate no delivery could evaluate goes to DEAD and still ends as one failed result.
+		JetStream: s.js, Names: s.cfg.Names, OnDead: pipeline.FailDeadCandidate(s.js, s.cfg.Names),
+	}, w.handle)
 	s.log.Info("evaluator stopped")
 	return err
 }
@@ -161,6 +170,10 @@ func (s *Service) start(ctx context.Context) (*worker, jetstream.Consumer, error
 	if err != nil {
 		return nil, nil, err
 	}
+	launcher, err := sandbox.NewLauncher(python, s.cfg.CacheDir, s.log)
+	if err != nil {
+		return nil, nil, err
+	}
 	cons, err := natsx.EnsureConsumer(ctx, s.js, n.CandidatesStream(), jetstream.ConsumerConfig{
 		Durable:       n.EvaluatorConsumer(),
 		FilterSubject: n.AllCandidates(),
@@ -181,11 +194,15 @@ func (s *Service) start(ctx context.Context) (*worker, jetstream.Consumer, error
 		scorer: &scorer{
 			python:    python,
 			harness:   h,
+			launcher:  launcher,
 			workRoot:  filepath.Join(s.cfg.CacheDir, "work"),
 			maxOutput: s.cfg.MaxOutputBytes,
 			log:       s.log,
 		},
 		log: s.log,
+	}
+	if !s.cfg.Cold {
+		w.scorer.warm = newWarmPool(launcher, s.log)
 	}
 	return w, cons, nil
 }

@@ -105,9 +105,11 @@ func (c *Config) Validate() error {
 }
 
 // Consumer settings: a task may wait on a slow model for minutes; heartbeats from the
-// pipeline keep it claimed meanwhile, and AckWait bounds how long a dead replica holds it.
+// pipeline (every 10 s) keep it claimed meanwhile, so AckWait only bounds how long a dead
+// replica holds its tasks. It was 5 minutes, and `make chaos` showed a run's last tasks
+// waiting that long after their generator was killed.
 const (
-	ackWait    = 5 * time.Minute
+	ackWait    = 30 * time.Second
 	maxDeliver = 5
 )
 
@@ -207,6 +209,11 @@ func (s *Service) Run(ctx context.Context) error {
 		Name:        "generator",
 		Concurrency: s.cfg.Concurrency,
 		Log:         s.log,
+		// A task no delivery could turn into a candidate goes to DEAD and still ends as one
+		// failed result, so the planner's count of the run completes.
+		JetStream: s.js,
+		Names:     s.cfg.Names,
+		OnDead:    pipeline.FailDeadTask(s.js, s.cfg.Names),
 	}, func(ctx context.Context, msg jetstream.Msg) error {
 		s.registry.inFlight.Add(1)
 		defer s.registry.inFlight.Add(-1)

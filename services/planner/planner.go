@@ -1,9 +1,13 @@
 // Package planner paces every run: for each model of a run it keeps about
-// concurrency × (1 + slack) tasks in flight, asks the archive for parents, renders prompts,
-// publishes tasks, and stops the run at its budget (iterations, wall time) or target score.
+// sum(concurrency of the live generators serving it) × (1 + slack) tasks in flight, asks the
+// archive for parents from the task's island, renders prompts, publishes tasks, obeys the
+// user's pause, resume and extend, and stops the run at its budget (iterations, wall time),
+// target score or plateau.
 //
 // The planner keeps no state that matters in memory: what it issued is in the runs bucket and
 // what was folded is in the archive's run state, so a restarted planner picks up where it was.
+// A task is recorded before it is published and published again after a restart; its derived
+// id makes that copy a no-op.
 package planner
 
 import (
@@ -11,9 +15,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -67,8 +74,11 @@ type Service struct {
 	log  *slog.Logger
 	runs *runs.Store
 
-	plans  map[string]*protocol.PlannerState
-	warned map[string]string // last problem logged per run, so a stuck run logs once
+	plans      map[string]*protocol.PlannerState
+	pending    map[string]int64 // task recorded in the runs bucket but not yet published, per run
+	templates  map[string]*prompt.Templates
+	generators map[string]protocol.Generator // the generators bucket, kept by a watch
+	warned     map[string]string             // last problem logged per run, so a stuck run logs once
 }
 
 // New returns a planner replica; Run starts it.
@@ -79,7 +89,8 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("planner: %w", err)
 	}
 	return &Service{cfg: cfg, nc: nc, js: js, log: log.With("service", "planner"),
-		plans: map[string]*protocol.PlannerState{}, warned: map[string]string{}}, nil
+		plans: map[string]*protocol.PlannerState{}, pending: map[string]int64{}, templates: map[string]*prompt.Templates{},
+		generators: map[string]protocol.Generator{}, warned: map[string]string{}}, nil
 }
 
 // Run plans every run until ctx ends.
@@ -92,11 +103,28 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("planner: %w", err)
 	}
 	s.runs = store
+	gens, err := s.js.KeyValue(ctx, s.cfg.Names.GeneratorsBucket())
+	if err != nil {
+		return fmt.Errorf("planner: generators bucket: %w", err)
+	}
+	var watch jetstream.KeyWatcher
+	defer func() {
+		if watch != nil {
+			stopWatch(watch)
+		}
+	}()
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
 	for {
+		if watch == nil {
+			// The generators bucket is watched rather than listed each tick: pacing reads it
+			// for every model of every run.
+			if watch, err = gens.WatchAll(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("watch generators", "err", err)
+			}
+		}
 		ids, err := s.runs.List(ctx)
-		if err != nil && ctx.Err() == nil {
+		if err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 			s.log.Warn("list runs", "err", err)
 		}
 		for _, run := range ids {
@@ -104,10 +132,59 @@ func (s *Service) Run(ctx context.Context) error {
 				s.warnOnce(run, "plan run", err)
 			}
 		}
+		var updates <-chan jetstream.KeyValueEntry
+		if watch != nil {
+			updates = watch.Updates()
+		}
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case e, ok := <-updates:
+				if !ok {
+					watch, updates = nil, nil // the watch ended (server restart): start another
+					continue
+				}
+				s.noteGenerator(e)
+			case <-t.C:
+				break wait
+			}
+		}
+	}
+}
+
+// noteGenerator keeps s.generators in step with the generators bucket.
+func (s *Service) noteGenerator(e jetstream.KeyValueEntry) {
+	if e == nil {
+		return // the end of the initial values
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(s.generators, e.Key())
+		return
+	}
+	var g protocol.Generator
+	if err := protocol.Decode(e.Value(), &g); err != nil {
+		return // a body this build cannot read: that replica is not counted
+	}
+	s.generators[e.Key()] = g
+}
+
+// stopWatch stops a watch and drains it: nats.go delivers to the Updates channel from the
+// subscription's goroutine, which stays blocked on a full channel after Stop until someone
+// reads; the channel closes once that goroutine has ended.
+func stopWatch(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	limit := time.NewTimer(5 * time.Second)
+	defer limit.Stop()
+	for {
 		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+		case _, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+		case <-limit.C:
+			return
 		}
 	}
 }
@@ -120,11 +197,19 @@ func (s *Service) warnOnce(run, msg string, err error) {
 	s.log.Warn(msg, "run", run, "err", err)
 }
 
-// planRun decides whether run stops, and otherwise tops up its tasks in flight.
+// planRun moves the run along (pause, resume, extension, stop, done) and tops up its tasks
+// in flight while it runs.
 func (s *Service) planRun(ctx context.Context, run string) error {
 	pst, err := s.plannerState(ctx, run)
-	if err != nil || pst.Status == protocol.RunDone {
+	if err != nil {
 		return err
+	}
+	ctl, err := s.runs.Control(ctx, run)
+	if err != nil {
+		return err
+	}
+	if pst.Status == protocol.RunDone && ctl.Extensions <= pst.Extensions {
+		return nil // only an extension wakes a finished run
 	}
 	spec, err := s.runs.Spec(ctx, run)
 	if err != nil {
@@ -137,72 +222,191 @@ func (s *Service) planRun(ctx context.Context, run string) error {
 	if err != nil {
 		return err
 	}
-	cfg := spec.Config
-	if pst.Status == protocol.RunRunning {
-		if reason := stopReason(cfg, pst, st); reason != "" {
-			pst.Status, pst.StopReason = protocol.RunStopping, reason
-			if err := s.save(ctx, pst); err != nil {
-				return err
-			}
-			s.log.Info("run stopping", "run", run, "reason", reason)
-			s.event(ctx, run, "stopping: "+reason)
+	if n, ok := s.pending[run]; ok {
+		if err := s.publishTask(ctx, spec, pst.LastModel, n); err != nil {
+			return err
 		}
+		delete(s.pending, run)
 	}
-	if pst.Status == protocol.RunStopping {
-		if st.Iterations >= pst.Issued {
-			pst.Status = protocol.RunDone
-			if err := s.save(ctx, pst); err != nil {
-				return err
-			}
-			s.log.Info("run done", "run", run, "iterations", st.Iterations, "best_score", st.BestScore)
-			s.event(ctx, run, fmt.Sprintf("done: %s; %d iterations, best score %.6g", pst.StopReason, st.Iterations, st.BestScore))
+	if msg := step(spec.Config, pst, st, ctl, time.Now().UTC()); msg != "" {
+		if err := s.save(ctx, pst); err != nil {
+			return err
 		}
+		s.log.Info("run state", "run", run, "status", pst.Status, "change", msg, "iterations", st.Iterations, "best_score", st.BestScore)
+		s.event(ctx, run, msg)
+	}
+	if pst.Status != protocol.RunRunning {
 		return nil
 	}
-	return s.issue(ctx, spec, pst, st)
+	return s.issue(ctx, spec, pst, st, ctl)
+}
+
+// step moves the run's planner state along after what the user asked (ctl) and what the
+// archive folded (st). It returns a message for watchers when the state changed.
+func step(cfg *runconfig.Config, pst *protocol.PlannerState, st *protocol.RunState, ctl *protocol.RunControl, now time.Time) string {
+	var msgs []string
+	if ctl.Extensions > pst.Extensions {
+		pst.Extensions, pst.ResumedAt = ctl.Extensions, st.Iterations
+		msg := fmt.Sprintf("extended to %s", describeBudget(cfg, ctl))
+		if pst.Status == protocol.RunStopping || pst.Status == protocol.RunDone {
+			if reason := stopReason(cfg, ctl, pst, st, now); reason != "" {
+				msg += ", but " + reason
+			} else {
+				pst.Status, pst.StopReason, pst.RunningSince = protocol.RunRunning, "", now
+				msg += ": running again"
+			}
+		}
+		msgs = append(msgs, msg)
+	}
+	switch pst.Status {
+	case protocol.RunRunning:
+		if ctl.Paused {
+			leaveRunning(pst, now)
+			pst.Status = protocol.RunPaused
+			msgs = append(msgs, "paused: tasks in flight finish, no new ones start")
+		} else if reason := stopReason(cfg, ctl, pst, st, now); reason != "" {
+			leaveRunning(pst, now)
+			pst.Status, pst.StopReason = protocol.RunStopping, reason
+			msgs = append(msgs, "stopping: "+reason)
+		}
+	case protocol.RunPaused:
+		if !ctl.Paused {
+			pst.Status, pst.RunningSince = protocol.RunRunning, now
+			msgs = append(msgs, "resumed")
+		}
+	}
+	if pst.Status == protocol.RunStopping && st.Iterations >= pst.Issued {
+		pst.Status = protocol.RunDone
+		msgs = append(msgs, fmt.Sprintf("done: %s; %d iterations, best score %.6g", pst.StopReason, st.Iterations, st.BestScore))
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// leaveRunning banks the running time, so max_wall_time does not count time paused or
+// stopped.
+func leaveRunning(pst *protocol.PlannerState, now time.Time) {
+	pst.RanFor += now.Sub(pst.RunningSince)
+	pst.RunningSince = time.Time{}
+}
+
+// ranFor is the run's running time so far.
+func ranFor(pst *protocol.PlannerState, now time.Time) time.Duration {
+	if pst.Status == protocol.RunRunning && !pst.RunningSince.IsZero() {
+		return pst.RanFor + now.Sub(pst.RunningSince)
+	}
+	return pst.RanFor
+}
+
+// maxIterations and maxWallTime are the config's budgets with the user's extensions; 0 is
+// no limit, and stays so.
+func maxIterations(cfg *runconfig.Config, ctl *protocol.RunControl) int64 {
+	if cfg.MaxIterations <= 0 {
+		return 0
+	}
+	return cfg.MaxIterations + ctl.ExtraIterations
+}
+
+func maxWallTime(cfg *runconfig.Config, ctl *protocol.RunControl) time.Duration {
+	if cfg.MaxWallTime <= 0 {
+		return 0
+	}
+	return cfg.MaxWallTime + ctl.ExtraWallTime
+}
+
+func describeBudget(cfg *runconfig.Config, ctl *protocol.RunControl) string {
+	parts := []string{}
+	if n := maxIterations(cfg, ctl); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d iterations", n))
+	}
+	if d := maxWallTime(cfg, ctl); d > 0 {
+		parts = append(parts, "wall time "+d.String())
+	}
+	if len(parts) == 0 {
+		return "no limit"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // stopReason says why a running run must stop, or "" to go on.
-func stopReason(cfg *runconfig.Config, pst *protocol.PlannerState, st *protocol.RunState) string {
+func stopReason(cfg *runconfig.Config, ctl *protocol.RunControl, pst *protocol.PlannerState, st *protocol.RunState, now time.Time) string {
+	maxIter, maxWall := maxIterations(cfg, ctl), maxWallTime(cfg, ctl)
+	patience := int64(cfg.EarlyStoppingPatience)
 	switch {
-	case cfg.MaxIterations > 0 && pst.Issued >= cfg.MaxIterations:
-		return fmt.Sprintf("max_iterations (%d) reached", cfg.MaxIterations)
+	case maxIter > 0 && pst.Issued >= maxIter:
+		return fmt.Sprintf("max_iterations (%d) reached", maxIter)
 	case cfg.TargetScore != nil && st.BestID != "" && st.BestScore >= *cfg.TargetScore:
 		return fmt.Sprintf("target_score %.6g reached", *cfg.TargetScore)
-	case cfg.MaxWallTime > 0 && time.Since(pst.StartedAt) >= cfg.MaxWallTime:
-		return fmt.Sprintf("max_wall_time (%s) reached", cfg.MaxWallTime)
+	case maxWall > 0 && ranFor(pst, now) >= maxWall:
+		return fmt.Sprintf("max_wall_time (%s) reached", maxWall)
+	case patience > 0 && st.Iterations-max(st.LastImprovement, pst.ResumedAt) >= patience:
+		// An extension restarts the plateau clock at ResumedAt, so an extended run gets a
+		// fresh window of early_stopping_patience iterations.
+		return fmt.Sprintf("plateau: %s did not improve by more than %g in %d iterations (early_stopping_patience)",
+			cfg.EarlyStoppingMetric, cfg.ConvergenceThreshold, st.Iterations-max(st.LastImprovement, pst.ResumedAt))
 	}
 	return ""
 }
 
 // issue publishes tasks until each model has its share in flight or the budget is spent.
-func (s *Service) issue(ctx context.Context, spec *runs.Spec, pst *protocol.PlannerState, st *protocol.RunState) error {
+// Each task is recorded in the runs bucket before it is published (see pending).
+func (s *Service) issue(ctx context.Context, spec *runs.Spec, pst *protocol.PlannerState, st *protocol.RunState, ctl *protocol.RunControl) error {
 	cfg := spec.Config
+	now := time.Now()
+	gens := slices.Collect(maps.Values(s.generators))
 	deficit := map[string]int64{}
 	for _, m := range cfg.LLM.Models {
-		want := int64(math.Ceil(float64(m.Concurrency) * (1 + s.cfg.Slack)))
+		want := inFlightTarget(m, gens, s.cfg.Slack, now)
 		inFlight := max(pst.IssuedByModel[m.Name]-st.ByModel[m.Name], 0)
 		if d := want - inFlight; d > 0 {
 			deficit[m.Name] = d
 		}
 	}
-	for len(deficit) > 0 && (cfg.MaxIterations <= 0 || pst.Issued < cfg.MaxIterations) {
+	maxIter := maxIterations(cfg, ctl)
+	for len(deficit) > 0 && (maxIter <= 0 || pst.Issued < maxIter) {
 		n := pst.Issued + 1
 		model := pickModel(cfg, deficit, uint64(cfg.RandomSeed), uint64(n))
-		if err := s.publishTask(ctx, spec, model, n); err != nil {
-			return err
-		}
-		pst.Issued = n
+		pst.Issued, pst.LastModel = n, model
 		pst.IssuedByModel[model]++
 		if err := s.save(ctx, pst); err != nil {
 			return err
 		}
+		s.pending[spec.Run] = n
+		if err := s.publishTask(ctx, spec, model, n); err != nil {
+			return err // published again on the next tick
+		}
+		delete(s.pending, spec.Run)
 		if deficit[model]--; deficit[model] == 0 {
 			delete(deficit, model)
 		}
 	}
 	delete(s.warned, spec.Run)
 	return nil
+}
+
+// generatorAlive is how stale a generator's entry may be before the planner stops counting
+// it: three of the generators' 5 s heartbeats.
+const generatorAlive = 15 * time.Second
+
+// inFlightTarget is how many tasks of model m the planner keeps in flight: the concurrency of
+// the live generators serving m (each bounded by the model's own concurrency, which caps a
+// replica's requests to it) times 1 + slack, or the model's concurrency when no generator has
+// registered yet.
+func inFlightTarget(m runconfig.Model, gens []protocol.Generator, slack float64, now time.Time) int64 {
+	total := 0
+	for _, g := range gens {
+		if !g.Serves(m.Name) || now.Sub(g.UpdatedAt) > generatorAlive {
+			continue
+		}
+		c := g.Concurrency
+		if m.Concurrency > 0 {
+			c = min(c, m.Concurrency)
+		}
+		total += max(c, 0)
+	}
+	if total == 0 {
+		total = max(m.Concurrency, 1)
+	}
+	return int64(math.Ceil(float64(total) * (1 + slack)))
 }
 
 // pickModel draws a model with a deficit, in proportion to the models' weights.
@@ -228,10 +432,13 @@ func pickModel(cfg *runconfig.Config, deficit map[string]int64, seed, n uint64) 
 	return last
 }
 
+// publishTask samples a parent from task n's island and publishes the task. Publishing it
+// twice is harmless: the id is derived from (run, n), so JetStream drops the copy.
 func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string, n int64) error {
 	cfg := spec.Config
 	taskSeed := cfg.RandomSeed*1_000_003 + n
-	sample, err := s.sample(ctx, spec.Run, taskSeed, cfg.Prompt.NumTopPrograms+cfg.Prompt.NumDiversePrograms)
+	island := islandOf(n, cfg.Database.NumIslands)
+	sample, err := s.sample(ctx, spec.Run, island, taskSeed, cfg.Prompt.NumTopPrograms+cfg.Prompt.NumDiversePrograms)
 	if err != nil {
 		return err
 	}
@@ -243,7 +450,7 @@ func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string
 		Meta:         protocol.Meta{ID: protocol.TaskID(spec.Run, n), Run: spec.Run},
 		Model:        model,
 		Iteration:    n,
-		Island:       sample.Parent.Island,
+		Island:       island,
 		Mode:         mode,
 		Language:     cfg.Language,
 		Parent:       sample.Parent,
@@ -251,16 +458,45 @@ func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string
 		Seed:         taskSeed,
 		CreatedAt:    time.Now().UTC(),
 	}
-	task.Messages = prompt.Render(cfg, prompt.Inputs{Parent: sample.Parent, Top: sample.Top, Inspirations: sample.Inspirations, Mode: mode, Language: cfg.Language})
+	task.Messages = prompt.Render(cfg, s.templatesOf(ctx, spec), prompt.Inputs{Parent: sample.Parent, Top: sample.Top,
+		Inspirations: sample.Inspirations, Previous: sample.Previous, Mode: mode, Language: cfg.Language})
 	if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Task(spec.Run, model), task.ID, task); err != nil {
 		return err
 	}
 	return nil
 }
 
+// islandOf is the island task n samples from: tasks go round the islands in turn.
+func islandOf(n int64, islands int) int {
+	if islands <= 1 || n < 1 {
+		return 0
+	}
+	return int((n - 1) % int64(islands))
+}
+
+// templatesOf returns the run's parsed prompt templates. Templates that do not parse (shoal
+// seed checks them, so only a hand-made seed gets here) give way to the defaults, with one
+// error event for the run.
+func (s *Service) templatesOf(ctx context.Context, spec *runs.Spec) *prompt.Templates {
+	if t, ok := s.templates[spec.Run]; ok {
+		return t
+	}
+	t, err := prompt.New(spec.Templates)
+	if err != nil {
+		s.log.Error("run templates", "run", spec.Run, "err", err)
+		ev := &protocol.Event{Meta: protocol.Meta{Run: spec.Run}, Kind: protocol.EventError, Message: "prompt templates: " + err.Error() + "; using the defaults"}
+		if perr := natsx.PublishEvent(ctx, s.js, s.cfg.Names, ev); perr != nil {
+			s.log.Warn("publish event", "run", spec.Run, "err", perr)
+		}
+		t, _ = prompt.New(nil)
+	}
+	s.templates[spec.Run] = t
+	return t
+}
+
 // sample asks the archive for a parent and inspirations.
-func (s *Service) sample(ctx context.Context, run string, seed int64, n int) (*protocol.SampleReply, error) {
-	req := &protocol.SampleRequest{Meta: protocol.Meta{Run: run}, NumInspirations: n, Seed: seed}
+func (s *Service) sample(ctx context.Context, run string, island int, seed int64, n int) (*protocol.SampleReply, error) {
+	req := &protocol.SampleRequest{Meta: protocol.Meta{Run: run}, Island: island, NumInspirations: n, Seed: seed}
 	data, err := protocol.Encode(req)
 	if err != nil {
 		return nil, err
@@ -294,12 +530,20 @@ func (s *Service) plannerState(ctx context.Context, run string) (*protocol.Plann
 	if pst.IssuedByModel == nil {
 		pst.IssuedByModel = map[string]int64{}
 	}
-	if pst.Status == "" {
-		pst.Status, pst.StartedAt = protocol.RunRunning, time.Now().UTC()
+	switch {
+	case pst.Status == "":
+		now := time.Now().UTC()
+		pst.Status, pst.StartedAt, pst.RunningSince = protocol.RunRunning, now, now
 		if err := s.save(ctx, pst); err != nil {
 			return nil, err
 		}
 		s.log.Info("run started", "run", run)
+	case pst.Status == protocol.RunRunning && pst.RunningSince.IsZero():
+		pst.RunningSince = pst.StartedAt // written by a planner that kept no running time
+	}
+	if pst.Issued > 0 && pst.LastModel != "" && pst.Status != protocol.RunDone {
+		// The last task may have been recorded and never published: publish it again.
+		s.pending[run] = pst.Issued
 	}
 	s.plans[run] = pst
 	return pst, nil

@@ -23,9 +23,10 @@ func main() {
 	flag.IntVar(&cfg.Concurrency, "concurrency", 0, "candidates evaluated at once; 0 means one per CPU (env SHOAL_CONCURRENCY)")
 	flag.StringVar(&cfg.Python, "python", "python3", "Python interpreter for evaluators (env SHOAL_PYTHON)")
 	flag.StringVar(&cfg.CacheDir, "cache-dir", "", "bundles and work dirs; default $TMPDIR/shoal-evaluator (env SHOAL_CACHE_DIR)")
+	flag.BoolVar(&cfg.Cold, "cold", false, "a fresh interpreter per candidate instead of a warm one (env SHOAL_COLD)")
 	// Environment variables replace the defaults; flags on the command line win over both.
 	for name, key := range map[string]string{"nats-url": "SHOAL_NATS_URL", "prefix": "SHOAL_PREFIX",
-		"concurrency": "SHOAL_CONCURRENCY", "python": "SHOAL_PYTHON", "cache-dir": "SHOAL_CACHE_DIR"} {
+		"concurrency": "SHOAL_CONCURRENCY", "python": "SHOAL_PYTHON", "cache-dir": "SHOAL_CACHE_DIR", "cold": "SHOAL_COLD"} {
 		if v := os.Getenv(key); v != "" {
 			if err := flag.Set(name, v); err != nil {
 				fmt.Fprintf(os.Stderr, "%s: %v\n", key, err)

@@ -3,8 +3,9 @@
 // or an EvaluationResult. The harness ships with a small `openevolve` package so that
 // evaluators importing `openevolve.evaluation_result` run unchanged.
 //
-// The harness reports through a file, not stdout, so candidates and evaluators may print
-// freely; see python/harness.py for the file's shape.
+// The sandbox's zygote imports the harness (prepare) and calls it in each confined child
+// (run); the report travels over a pipe, not stdout, so candidates and evaluators may print
+// freely; see python/harness.py for its shape.
 package harness
 
 import (
@@ -12,12 +13,11 @@ import (
 	"embed"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 )
 
 //go:embed python/harness.py python/openevolve/__init__.py python/openevolve/evaluation_result.py
@@ -93,36 +93,7 @@ func writeFiles(dir string) error {
 	})
 }
 
-// Invocation is one run of the harness.
-type Invocation struct {
-	// Evaluator is the evaluator's Python file; its directory goes first on sys.path.
-	Evaluator string
-	// Program is the candidate's file, passed to evaluate(program_path).
-	Program string
-	// Out is where the harness writes its Report.
-	Out string
-	// Cascade runs evaluate_stage1/2/3 when the evaluator defines evaluate_stage1.
-	Cascade    bool
-	Thresholds []float64
-}
-
-// Args returns the argv that runs the invocation with the given Python interpreter.
-func (h *Harness) Args(python string, inv Invocation) []string {
-	args := []string{python, filepath.Join(h.Dir, "harness.py"), "--evaluator", inv.Evaluator, "--program", inv.Program, "--out", inv.Out}
-	if inv.Cascade {
-		ts := make([]string, len(inv.Thresholds))
-		for i, t := range inv.Thresholds {
-			ts[i] = strconv.FormatFloat(t, 'g', -1, 64)
-		}
-		args = append(args, "--cascade", "--thresholds", strings.Join(ts, ","))
-	}
-	return args
-}
-
-// Env returns the variables the harness needs besides the sandbox's clean environment.
-func (h *Harness) Env() []string { return []string{"PYTHONPATH=" + h.Dir} }
-
-// Report is what the harness wrote.
+// Report is what the harness wrote to the report pipe.
 type Report struct {
 	Metrics   map[string]float64 `json:"metrics"`
 	Artifacts map[string]string  `json:"artifacts"`
@@ -131,23 +102,17 @@ type Report struct {
 	// Error is the last line of the evaluator's exception, with its Traceback.
 	Error     string `json:"error"`
 	Traceback string `json:"traceback"`
+	// Elapsed is the seconds spent in evaluate() or the stages, as the evaluation measured it.
+	Elapsed float64 `json:"elapsed"`
 }
 
-// MaxReportBytes bounds the report file read back; artifacts are capped later anyway.
-const MaxReportBytes = 16 << 20
+// ErrNoReport: the evaluation ended without writing its report.
+var ErrNoReport = errors.New("no report")
 
-// ReadReport reads the harness' report file.
-func ReadReport(path string) (*Report, error) {
-	info, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("read harness report: %w", err)
-	}
-	if info.Size() > MaxReportBytes {
-		return nil, fmt.Errorf("read harness report: %d bytes > %d", info.Size(), MaxReportBytes)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read harness report: %w", err)
+// ParseReport reads the report an evaluation wrote.
+func ParseReport(data []byte) (*Report, error) {
+	if len(data) == 0 {
+		return nil, ErrNoReport
 	}
 	var r Report
 	if err := json.Unmarshal(data, &r); err != nil {
@@ -155,3 +120,7 @@ func ReadReport(path string) (*Report, error) {
 	}
 	return &r, nil
 }
+
+// Env returns the variables the harness needs besides the sandbox's clean environment: the
+// openevolve package on the evaluator's import path.
+func (h *Harness) Env() []string { return []string{"PYTHONPATH=" + h.Dir} }

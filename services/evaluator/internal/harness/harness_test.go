@@ -2,10 +2,8 @@ package harness
 
 import (
 	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 )
@@ -42,46 +40,24 @@ func TestInstall(t *testing.T) {
 	}
 }
 
-func TestArgs(t *testing.T) {
-	h := &Harness{Dir: "/h"}
-	cases := []struct {
-		inv  Invocation
-		want string
-	}{
-		{Invocation{Evaluator: "/b/e.py", Program: "/w/p.py", Out: "/w/o"}, "py /h/harness.py --evaluator /b/e.py --program /w/p.py --out /w/o"},
-		{Invocation{Evaluator: "/b/e.py", Program: "/w/p.py", Out: "/w/o", Cascade: true, Thresholds: []float64{0.5, 0.75, 1}},
-			"py /h/harness.py --evaluator /b/e.py --program /w/p.py --out /w/o --cascade --thresholds 0.5,0.75,1"},
-	}
-	for _, tc := range cases {
-		if got := strings.Join(h.Args("py", tc.inv), " "); got != tc.want {
-			t.Errorf("args = %q, want %q", got, tc.want)
-		}
-	}
-}
-
-func TestReadReport(t *testing.T) {
-	dir := t.TempDir()
+func TestParseReport(t *testing.T) {
 	cases := []struct {
 		name, body string
 		ok         bool
 	}{
-		{"whole", `{"metrics": {"a": 1}, "artifacts": {"x": "y"}, "stage": 2}`, true},
+		{"whole", `{"metrics": {"a": 1}, "artifacts": {"x": "y"}, "stage": 2, "elapsed": 0.5}`, true},
 		{"garbled", `{"metrics": {"a": `, false},
 		{"metrics not numbers", `{"metrics": {"a": "high"}}`, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(dir, tc.name)
-			if err := os.WriteFile(path, []byte(tc.body), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			r, err := ReadReport(path)
+			r, err := ParseReport([]byte(tc.body))
 			if (err == nil) != tc.ok {
-				t.Fatalf("ReadReport = %+v, %v; want ok %v", r, err, tc.ok)
+				t.Fatalf("ParseReport = %+v, %v; want ok %v", r, err, tc.ok)
 			}
 		})
 	}
-	if _, err := ReadReport(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("missing report: err %v, want fs.ErrNotExist", err)
+	if _, err := ParseReport(nil); !errors.Is(err, ErrNoReport) {
+		t.Errorf("empty report: err %v, want ErrNoReport", err)
 	}
 }

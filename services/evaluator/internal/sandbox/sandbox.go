@@ -1,42 +1,44 @@
-// Package sandbox runs one evaluation command under limits: a wall-clock timeout that kills
-// the whole process group, a private work directory removed afterwards, a clean environment
-// (the service's own variables, API keys among them, never reach the command), capped
-// stdout/stderr, and an optional address-space limit.
+// Package sandbox runs one evaluation under confinement. A Launcher starts zygotes: Python
+// processes (zygote.py) in a network namespace of their own that, per job, fork a trusted
+// supervisor which forks the job's process as pid 1 of a fresh pid namespace, in a private
+// mount namespace (every mount read-only but the work dir; private /tmp, /dev/shm and
+// /proc), with rlimits (CPU time, file size, address space, processes, no core), a uid of
+// its own, no_new_privs and a clean environment. The supervisor enforces the wall-clock
+// limit; when the job's pid 1 ends the kernel kills every process of its namespace, setsid
+// or not. stdout, stderr and the evaluator's report travel over pipes this package reads
+// with a cap.
 //
-// Every command runs under a /bin/sh `ulimit` wrapper that execs it, so the limits hold from
-// its first instruction and every descendant inherits them: CPU time (the timeout rounded up,
-// so a busy loop that ignores SIGTERM is still killed even by itself), file size, no core
-// dumps, the optional address space, and, unless the service runs as root (RLIMIT_NPROC
-// is per user and root ignores it), the number of processes.
+// A zygote prepared with an evaluator has imported it once, so each job costs a fork
+// instead of a fresh interpreter: that is the warm path. A zygote used for one job is the
+// cold path; both run the same confinement code.
 //
-// It is deliberately small: cgroups (CPU, memory accounting that survives setsid) and a
-// network namespace come later and fit behind the same Run.
+// Protections the kernel or the privileges at hand do not allow are logged once each, with
+// the ones that remain (see docs/sandbox.md).
 package sandbox
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"log/slog"
-	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 )
 
-// Command is one process to run inside a Box.
+// Command is one job to run inside a Box.
 type Command struct {
-	// Args is the argv; Args[0] is looked up on the sandbox's PATH when it has no slash.
+	// Args is the argv of a command to exec; Args[0] is looked up on the sandbox's PATH when
+	// it has no slash. Empty for an evaluation on a zygote prepared with an evaluator.
 	Args []string
+	// Program, Cascade and Thresholds describe an evaluation: evaluate(Program), or the
+	// cascade evaluate_stage1/2/3 with the thresholds.
+	Program    string
+	Cascade    bool
+	Thresholds []float64
 	// Env holds variables added to the clean environment (e.g. PYTHONPATH=...).
 	Env []string
+	// ReadOnly lists directories the job reads (the evaluator's bundle): kept visible, and
+	// read-only, even under the private /tmp.
+	ReadOnly []string
 	// Timeout is the wall-clock limit; zero or less means no limit besides ctx.
 	Timeout time.Duration
 	// MemoryLimitMB sets RLIMIT_AS for the process and its children when > 0.
@@ -54,14 +56,20 @@ type Outcome struct {
 	ExitCode int
 	// Signal names the signal that ended the process ("killed"), if any.
 	Signal string
-	// TimedOut is set when the Timeout was reached and the process group killed.
+	// TimedOut is set when the Timeout was reached and the job killed.
 	TimedOut bool
 	// Stdout and Stderr hold each stream, or its head and a short tail around a note saying
 	// how much was cut when it was over MaxOutputBytes.
 	Stdout, Stderr string
-	Duration       time.Duration
-	// PGID is the process group the command ran in (already empty when Run returns).
-	PGID int
+	// Report is what an evaluation wrote to its report pipe; ReportTooLarge is set when it
+	// was over MaxReportBytes (Report is then empty).
+	Report         []byte
+	ReportTooLarge bool
+	// Duration is the job's wall-clock time from fork to exit; CPU its CPU time.
+	Duration, CPU time.Duration
+	// PID is the job's process as the host sees it; UID the uid it ran as (0: the
+	// service's own, when it is not root).
+	PID, UID int
 }
 
 // Success reports whether the command exited with status 0 on its own.
@@ -70,16 +78,18 @@ func (o *Outcome) Success() bool { return o.ExitCode == 0 && !o.TimedOut && o.Si
 // DefaultMaxFileBytes is the largest file a command may write when it sets no MaxFileBytes.
 const DefaultMaxFileBytes = 64 << 20
 
-// maxProcs is RLIMIT_NPROC for commands run by a user other than root. The limit counts
-// every process of the user, the service's own among them, so it is generous: it only stops
-// a fork bomb from exhausting the machine before the timeout kills its group.
-const maxProcs = 1024
-
 // DefaultMaxOutputBytes is the cap on each captured stream when a Command sets none.
 const DefaultMaxOutputBytes = 64 << 10
 
-// pipeGrace is how long captured output may keep flowing after the process group was killed;
-// only a process that left the group (setsid) can hold a pipe open that long.
+// MaxReportBytes bounds an evaluation's report; artifacts are capped later anyway.
+const MaxReportBytes = 16 << 20
+
+// maxProcs is RLIMIT_NPROC for a job running as a uid of its own: it stops a fork bomb
+// long before the timeout kills its namespace.
+const maxProcs = 256
+
+// pipeGrace is how long captured output may keep flowing after the job ended; only a
+// process outside the job's pid namespace (where there is none) can hold a pipe that long.
 const pipeGrace = time.Second
 
 // Box is a private work directory for one evaluation: the command's cwd, HOME and TMPDIR.
@@ -130,113 +140,6 @@ func (b *Box) Env() []string {
 	}
 }
 
-// Run runs c in the box and waits for it and every process of its group to end. It returns
-// an error only when the command could not start or ctx ended first; a command that fails,
-// crashes or times out is an Outcome.
-func (b *Box) Run(ctx context.Context, c Command) (*Outcome, error) {
-	if len(c.Args) == 0 {
-		return nil, errors.New("sandbox: empty command")
-	}
-	maxOut := c.MaxOutputBytes
-	if maxOut <= 0 {
-		maxOut = DefaultMaxOutputBytes
-	}
-	// The command is looked up before the wrapper execs it, so that one which cannot start
-	// is still an error rather than the shell's exit status 127.
-	bin := c.Args[0]
-	if strings.Contains(bin, "/") && !filepath.IsAbs(bin) {
-		bin = filepath.Join(b.Dir, bin)
-	}
-	if _, err := exec.LookPath(bin); err != nil {
-		return nil, fmt.Errorf("sandbox: start %s: %w", c.Args[0], err)
-	}
-	args := limitArgs(c)
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("sandbox: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, fmt.Errorf("sandbox: %w", err)
-	}
-	// The write ends are handed to the process as files, so that exec starts no copying
-	// goroutines of its own and Wait returns when the process exits, even if a grandchild
-	// still holds the pipes.
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Dir = b.Dir
-	cmd.Env = append(b.Env(), c.Env...)
-	cmd.Stdout, cmd.Stderr = outW, errW
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	start := time.Now()
-	err = cmd.Start()
-	outW.Close()
-	errW.Close()
-	if err != nil {
-		outR.Close()
-		errR.Close()
-		return nil, fmt.Errorf("sandbox: start %s: %w", c.Args[0], err)
-	}
-	pgid := cmd.Process.Pid
-	stdout, stderr := newCapture(maxOut), newCapture(maxOut)
-	var readers sync.WaitGroup
-	readers.Go(func() { _, _ = io.Copy(stdout, outR) })
-	readers.Go(func() { _, _ = io.Copy(stderr, errR) })
-
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	var timeout <-chan time.Time
-	if c.Timeout > 0 {
-		t := time.NewTimer(c.Timeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	var waitErr error
-	timedOut, cancelled := false, false
-	select {
-	case waitErr = <-exited:
-	case <-timeout:
-		timedOut = true
-		killGroup(pgid)
-		waitErr = <-exited
-	case <-ctx.Done():
-		cancelled = true
-		killGroup(pgid)
-		waitErr = <-exited
-	}
-	dur := time.Since(start)
-	// Whatever the leader did, nothing it started may outlive the evaluation.
-	killGroup(pgid)
-	drained := make(chan struct{})
-	go func() { readers.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(pipeGrace):
-		// A process outside the group still holds a pipe: stop reading (Close unblocks Read).
-		outR.Close()
-		errR.Close()
-		<-drained
-	}
-	outR.Close()
-	errR.Close()
-	if cancelled {
-		return nil, fmt.Errorf("sandbox: %w", ctx.Err())
-	}
-
-	o := &Outcome{ExitCode: cmd.ProcessState.ExitCode(), TimedOut: timedOut, Stdout: stdout.String(), Stderr: stderr.String(), Duration: dur, PGID: pgid}
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		o.Signal = ws.Signal().String()
-	}
-	var exitErr *exec.ExitError
-	if waitErr != nil && !errors.As(waitErr, &exitErr) {
-		return nil, fmt.Errorf("sandbox: wait %s: %w", c.Args[0], waitErr)
-	}
-	return o, nil
-}
-
-func killGroup(pgid int) { _ = syscall.Kill(-pgid, syscall.SIGKILL) }
-
 // capture keeps the head of a stream and a short tail (where a command's JSON line and a
 // crash's last words are) and counts what it drops, so that a command printing without end
 // costs bounded memory and is never blocked on a full pipe.
@@ -281,108 +184,3 @@ func (c *capture) String() string {
 	return fmt.Sprintf("%s\n[output truncated: %d bytes in all, %d cut here]\n%s", c.head, c.total, cut, c.tail)
 }
 
-// limits is what the shell at /bin/sh can do, probed once.
-type limits struct {
-	// sh is false when /bin/sh cannot set limits; commands then run without the wrapper.
-	sh bool
-	// fileBlock is the unit of `ulimit -f`: 512 bytes for dash, 1024 for bash.
-	fileBlock int64
-	// nprocFlag is the `ulimit` flag for RLIMIT_NPROC (-u for bash, -p for dash), or "" when
-	// it is unavailable or not applied (root).
-	nprocFlag string
-}
-
-var (
-	probeOnce sync.Once
-	probed    limits
-)
-
-// shellLimits probes /bin/sh once and logs, once, which protections are unavailable.
-func shellLimits() limits {
-	probeOnce.Do(func() {
-		probed = probeShell()
-		var missing []string
-		if !probed.sh {
-			missing = append(missing, "all ulimit limits (/bin/sh cannot set them)")
-		}
-		if probed.nprocFlag == "" {
-			if os.Geteuid() == 0 {
-				missing = append(missing, "process count limit (running as root; only the process-group kill bounds forks)")
-			} else {
-				missing = append(missing, "process count limit (the shell has no ulimit flag for it)")
-			}
-		}
-		missing = append(missing,
-			"network isolation (no network namespace)",
-			"file writes outside the work dir (no mount namespace)",
-			"cgroups (memory and CPU accounting of processes that leave the group)")
-		slog.Warn("sandbox protections unavailable", "missing", strings.Join(missing, "; "))
-	})
-	return probed
-}
-
-func probeShell() limits {
-	const script = `ulimit -f 1024 && ulimit -c 0 && ulimit -t 1000000000 || exit 1
-grep '^Max file size' /proc/self/limits
-if ulimit -u >/dev/null 2>&1; then echo nproc=-u; elif ulimit -p >/dev/null 2>&1; then echo nproc=-p; fi`
-	out, err := exec.Command("/bin/sh", "-c", script).Output()
-	if err != nil {
-		return limits{}
-	}
-	l := limits{sh: true, fileBlock: 512} // the smaller unit errs on the safe side
-	for line := range strings.Lines(string(out)) {
-		f := strings.Fields(line)
-		switch {
-		case len(f) >= 4 && f[0] == "Max" && f[2] == "size":
-			if n, err := strconv.ParseInt(f[3], 10, 64); err == nil && n > 0 && n%1024 == 0 {
-				l.fileBlock = n / 1024
-			}
-		case strings.HasPrefix(line, "nproc="):
-			if os.Geteuid() != 0 {
-				l.nprocFlag = strings.TrimSpace(strings.TrimPrefix(line, "nproc="))
-			}
-		}
-	}
-	return l
-}
-
-// limitArgs wraps c.Args in a /bin/sh that sets the limits and execs the command. The
-// optional limits are applied with `||:` once probed to work, so that a hard limit already
-// lower than ours leaves the lower one; the address space limit, asked for explicitly,
-// fails the command when it cannot be set.
-func limitArgs(c Command) []string {
-	l := shellLimits()
-	if !l.sh {
-		if c.MemoryLimitMB > 0 {
-			// Keep the old behaviour: the memory limit is applied or the command fails.
-			return append([]string{"/bin/sh", "-c", `ulimit -v "$0" && exec "$@"`, strconv.Itoa(c.MemoryLimitMB * 1024)}, c.Args...)
-		}
-		return c.Args
-	}
-	var script []string
-	script = append(script, "ulimit -c 0 2>/dev/null")
-	fileBytes := c.MaxFileBytes
-	if fileBytes == 0 {
-		fileBytes = DefaultMaxFileBytes
-	}
-	if fileBytes > 0 {
-		script = append(script, fmt.Sprintf("ulimit -f %d 2>/dev/null", max(fileBytes/l.fileBlock, 1)))
-	}
-	if c.Timeout > 0 {
-		script = append(script, fmt.Sprintf("ulimit -t %d 2>/dev/null", int64(math.Ceil(c.Timeout.Seconds()))))
-	}
-	if l.nprocFlag != "" {
-		script = append(script, fmt.Sprintf("ulimit %s %d 2>/dev/null", l.nprocFlag, maxProcs))
-	}
-	for i := range script {
-		script[i] += " || :"
-	}
-	if c.MemoryLimitMB > 0 {
-		// RLIMIT_AS: the limit is in force before the command's first instruction and every
-		// child inherits it, with no window in which it is not.
-		script = append(script, fmt.Sprintf("ulimit -v %d || exit 126", c.MemoryLimitMB*1024))
-	}
-	// The shell exports PWD, which is not part of the clean environment.
-	script = append(script, "unset PWD OLDPWD", `exec "$@"`)
-	return append([]string{"/bin/sh", "-c", strings.Join(script, "\n"), "sh"}, c.Args...)
-}

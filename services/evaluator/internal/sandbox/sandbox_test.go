@@ -12,6 +12,21 @@ import (
 	"github.com/shoal-run/shoal/services/evaluator/internal/proctest"
 )
 
+// newZygote starts an exec-only zygote (the cold path's) that the test closes.
+func newZygote(t *testing.T) *Zygote {
+	t.Helper()
+	l, err := NewLauncher("python3", t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z, err := l.Start(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = z.Close() })
+	return z
+}
+
 func newBox(t *testing.T) *Box {
 	t.Helper()
 	b, err := New(t.TempDir())
@@ -71,8 +86,8 @@ func TestRun(t *testing.T) {
 			},
 		},
 		{
-			name: "timeout kills the whole group",
-			cmd:  Command{Args: []string{"sh", "-c", "sleep 600 & sleep 600 & echo $$; wait"}, Timeout: 300 * time.Millisecond},
+			name: "timeout kills every descendant, setsid or not",
+			cmd:  Command{Args: []string{"sh", "-c", "sleep 600 & setsid sleep 600 & echo $$; wait"}, Timeout: 300 * time.Millisecond},
 			check: func(t *testing.T, b *Box, o *Outcome) {
 				if !o.TimedOut || o.Success() || o.Signal != "killed" {
 					t.Errorf("timed out %v signal %q, want true \"killed\"", o.TimedOut, o.Signal)
@@ -80,20 +95,51 @@ func TestRun(t *testing.T) {
 				if o.Duration > 5*time.Second {
 					t.Errorf("duration %v, want about 300ms", o.Duration)
 				}
-				if got := strings.TrimSpace(o.Stdout); got != strconv.Itoa(o.PGID) {
-					t.Errorf("shell pid %s, want the group leader %d", got, o.PGID)
+				if got := strings.TrimSpace(o.Stdout); got != "1" {
+					t.Errorf("shell pid %s, want 1 (init of its own pid namespace)", got)
 				}
-				waitGroupGone(t, o.PGID)
+				waitUIDGone(t, o.UID)
 			},
 		},
 		{
 			name: "a background child holding the pipes does not hold up the result",
-			cmd:  Command{Args: []string{"sh", "-c", "sleep 600 & echo started"}, Timeout: time.Minute},
+			cmd:  Command{Args: []string{"sh", "-c", "setsid sleep 600 & echo started"}, Timeout: time.Minute},
 			check: func(t *testing.T, b *Box, o *Outcome) {
 				if !o.Success() || o.Duration > 5*time.Second {
 					t.Errorf("success %v after %v, want true at once", o.Success(), o.Duration)
 				}
-				waitGroupGone(t, o.PGID)
+				waitUIDGone(t, o.UID)
+			},
+		},
+		{
+			name: "no network, private /tmp, read-only file system",
+			cmd: Command{Args: []string{"sh", "-c", `
+(exec 3<>/dev/tcp/1.1.1.1/80) 2>/dev/null && echo net=open || echo net=closed
+python3 -c 'import socket; socket.create_connection(("1.1.1.1", 80), timeout=2)' 2>/dev/null && echo py=open || echo py=closed
+echo x > /tmp/shoal-sandbox-escape && echo tmp=written
+
+touch /usr/shoal-escape 2>/dev/null && echo usr=written || echo usr=refused
+touch ./inside && echo work=written
+ls /proc | grep -c '^[0-9]' | sed 's/^/procs=/'
+id -u | sed 's/^/uid=/'`}, Timeout: 10 * time.Second},
+			check: func(t *testing.T, b *Box, o *Outcome) {
+				for _, want := range []string{"py=closed", "tmp=written", "usr=refused", "work=written"} {
+					if !strings.Contains(o.Stdout, want) {
+						t.Errorf("stdout %q lacks %q", o.Stdout, want)
+					}
+				}
+				if _, err := os.Stat("/tmp/shoal-sandbox-escape"); err == nil {
+					os.Remove("/tmp/shoal-sandbox-escape")
+					t.Error("the command wrote the host's /tmp")
+				}
+				if _, err := os.Stat("/usr/shoal-escape"); err == nil {
+					os.Remove("/usr/shoal-escape")
+					t.Error("the command wrote /usr")
+				}
+				if os.Geteuid() == 0 && !strings.Contains(o.Stdout, "uid="+strconv.Itoa(o.UID)) || o.UID == 0 {
+					t.Logf("uid: outcome %d, stdout %q", o.UID, o.Stdout)
+				}
+				t.Logf("inside: %s", strings.ReplaceAll(o.Stdout, "\n", " "))
 			},
 		},
 		{
@@ -127,10 +173,11 @@ func TestRun(t *testing.T) {
 			},
 		},
 	}
+	z := newZygote(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBox(t)
-			o, err := b.Run(context.Background(), tc.cmd)
+			o, err := z.Run(context.Background(), b, tc.cmd)
 			if err != nil {
 				t.Fatalf("run: %v", err)
 			}
@@ -141,9 +188,10 @@ func TestRun(t *testing.T) {
 
 func TestRunCancelled(t *testing.T) {
 	b := newBox(t)
+	z := newZygote(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
-	o, err := b.Run(ctx, Command{Args: []string{"sleep", "600"}})
+	o, err := z.Run(ctx, b, Command{Args: []string{"sleep", "600"}})
 	if err == nil {
 		t.Fatalf("run = %+v, want an error once ctx ends", o)
 	}
@@ -151,7 +199,7 @@ func TestRunCancelled(t *testing.T) {
 
 func TestRunNotFound(t *testing.T) {
 	b := newBox(t)
-	if _, err := b.Run(context.Background(), Command{Args: []string{"no-such-command-here"}}); err == nil {
+	if _, err := newZygote(t).Run(context.Background(), b, Command{Args: []string{"no-such-command-here"}}); err == nil {
 		t.Fatal("run of a missing command: want an error")
 	}
 }
@@ -172,18 +220,21 @@ func TestCapture(t *testing.T) {
 	}
 }
 
-// waitGroupGone waits for every process of the group to die. Zombies count as dead: in a
-// container, nobody may reap a killed grandchild.
-func waitGroupGone(t *testing.T, pgid int) {
+// waitUIDGone waits for every process running as uid to die; zombies count as dead.
+func waitUIDGone(t *testing.T, uid int) {
 	t.Helper()
+	if uid == 0 {
+		t.Log("the job ran as the service's uid (not root): nothing to look for by uid")
+		return
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		live := proctest.Live(pgid)
+		live := proctest.LiveUID(uid)
 		if len(live) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("processes %v of group %d still alive", live, pgid)
+			t.Errorf("processes %v of uid %d still alive", live, uid)
 			return
 		}
 		time.Sleep(20 * time.Millisecond)

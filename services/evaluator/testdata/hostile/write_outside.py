@@ -20,4 +20,5 @@ def run():
         "bundle_write": attempt(os.path.join(bundle, "escape.txt")),
         "tmp_path": tmp,
         "tmp_write": attempt(tmp),
+        "etc_write": attempt("/etc/shoal-escape"),
     }

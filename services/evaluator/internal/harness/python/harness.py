@@ -1,61 +1,57 @@
 """shoal's evaluation harness: runs one OpenEvolve-style evaluator on one program.
 
-    python3 harness.py --evaluator PATH --program PATH --out PATH [--cascade --thresholds 0.5,0.75]
-
-The result goes to the --out file as one JSON object, never to stdout, which the program and
-the evaluator may use freely:
+The sandbox's zygote (internal/sandbox/zygote.py) imports it: prepare(path) imports the
+evaluator once, in the zygote; run(state, program, ...) evaluates one candidate, in the
+confined child the zygote forked, and returns the report, which the child writes to its
+report pipe as one JSON object:
 
     {"metrics": {name: finite number}, "artifacts": {name: text}, "stage": k,
-     "error": "last line of the exception", "traceback": "..."}
+     "error": "last line of the exception", "traceback": "...", "elapsed": seconds}
 
 Metrics keep numbers only (bools become 0/1); other values move to artifacts, and NaN or
 infinite values are dropped with a note in the "dropped_metrics" artifact. An exception from
-the evaluator is reported, not raised: the harness exits 0 whenever it wrote the file.
+the evaluator is reported, not raised. "elapsed" is the time spent in evaluate() (or the
+stages), which tells the sandbox's overhead apart from the evaluator's own work.
 """
 
-import argparse
 import importlib.util
 import json
 import math
 import numbers
 import os
 import sys
+import time
 import traceback
 from collections.abc import Mapping
 
 STAGES = (1, 2, 3)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--evaluator", required=True)
-    parser.add_argument("--program", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--cascade", action="store_true")
-    parser.add_argument("--thresholds", default="")
-    args = parser.parse_args()
-    out = os.path.abspath(args.out)
-    program = os.path.abspath(args.program)
-    sys.argv = [args.evaluator]
+def prepare(path):
+    """Imports the evaluator (and with it its heavy modules) and returns it."""
+    path = os.path.abspath(path)
+    sys.argv = [path]
+    return load(path)
 
+
+def run(module, program, cascade_on, thresholds):
+    """Evaluates program with the prepared evaluator and returns the report."""
+    program = os.path.abspath(program)
     report = {"metrics": {}, "artifacts": {}, "stage": 0}
+    start = time.perf_counter()
     try:
-        module = load(os.path.abspath(args.evaluator))
-        if args.cascade and hasattr(module, "evaluate_stage1"):
-            cascade(module, program, parse_thresholds(args.thresholds), report)
+        if cascade_on and hasattr(module, "evaluate_stage1"):
+            cascade(module, program, [float(t) for t in thresholds], report)
         else:
             evaluate = getattr(module, "evaluate", None)
             if not callable(evaluate):
-                raise AttributeError(f"{args.evaluator} defines no evaluate(program_path)")
+                raise AttributeError(f"{module.__file__} defines no evaluate(program_path)")
             merge(report, evaluate(program))
     except BaseException as exc:  # whatever the evaluator raised is the report, even SystemExit
         report["error"] = last_line(exc)
         report["traceback"] = traceback.format_exc()
-    write(out, report)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Threads or atexit handlers left behind by the evaluator must not hold the result back.
-    os._exit(0)
+    report["elapsed"] = time.perf_counter() - start
+    return report
 
 
 def load(path):
@@ -93,10 +89,6 @@ def passes(metrics, threshold):
         return metrics["combined_score"] >= threshold
     values = [v for k, v in metrics.items() if k != "error"]
     return bool(values) and sum(values) / len(values) >= threshold
-
-
-def parse_thresholds(text):
-    return [float(t) for t in text.split(",") if t.strip()]
 
 
 def merge(report, result):
@@ -173,15 +165,3 @@ def last_line(exc):
             return line.strip()
     lines = [line.strip() for line in lines if line.strip()]
     return lines[-1] if lines else name
-
-
-def write(path, report):
-    """Writes the report atomically, so that a reader never sees half of it."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, allow_nan=False)
-    os.replace(tmp, path)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,46 @@
+module github.com/shoal-run/shoal/bench/search
+
+go 1.26.0
+
+require (
+	github.com/nats-io/nats.go v1.55.0
+	github.com/shoal-run/shoal/pkg v0.0.0
+	github.com/shoal-run/shoal/services/archive v0.0.0
+	github.com/shoal-run/shoal/services/evaluator v0.0.0
+	github.com/shoal-run/shoal/services/generator v0.0.0
+	github.com/shoal-run/shoal/services/planner v0.0.0
+	go.yaml.in/yaml/v3 v3.0.6
+	gonum.org/v1/plot v0.17.0
+)
+
+require (
+	codeberg.org/go-fonts/liberation v0.5.0 // indirect
+	codeberg.org/go-latex/latex v0.2.0 // indirect
+	codeberg.org/go-pdf/fpdf v0.11.1 // indirect
+	git.sr.ht/~sbinet/gg v0.7.0 // indirect
+	github.com/NVIDIA/go-nvml v0.13.4-1 // indirect
+	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
+	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
+	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/image v0.30.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)
+
+replace (
+	github.com/shoal-run/shoal/examples => ../../examples
+	github.com/shoal-run/shoal/pkg => ../../pkg
+	github.com/shoal-run/shoal/services/archive => ../../services/archive
+	github.com/shoal-run/shoal/services/evaluator => ../../services/evaluator
+	github.com/shoal-run/shoal/services/generator => ../../services/generator
+	github.com/shoal-run/shoal/services/planner => ../../services/planner
+)

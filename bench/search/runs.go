@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/shoal-run/shoal/pkg/bundle"
+	"github.com/shoal-run/shoal/pkg/natsx"
+	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/runs"
+	"github.com/shoal-run/shoal/services/generator"
+)
+
+// problem is an example in OpenEvolve's layout.
+type problem struct {
+	name    string
+	dir     string
+	config  map[string]any
+	program string
+}
+
+func loadProblem(name, dir string) (*problem, error) {
+	text, err := os.ReadFile(filepath.Join(dir, "config.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("problem %s: %w", name, err)
+	}
+	cfg := map[string]any{}
+	if err := yaml.Unmarshal(text, &cfg); err != nil {
+		return nil, fmt.Errorf("problem %s config: %w", name, err)
+	}
+	prog, err := os.ReadFile(filepath.Join(dir, "initial_program.py"))
+	if err != nil {
+		return nil, fmt.Errorf("problem %s: %w", name, err)
+	}
+	return &problem{name: name, dir: dir, config: cfg, program: string(prog)}, nil
+}
+
+// configFor is the problem's config with the budget and seed of one run; the models are the
+// mutate backend's, so the comparison never depends on a model endpoint.
+func (p *problem) configFor(evals int, seed int64) ([]byte, error) {
+	doc := map[string]any{}
+	for k, v := range p.config {
+		doc[k] = v
+	}
+	doc["max_iterations"] = evals
+	doc["random_seed"] = seed
+	llm, _ := doc["llm"].(map[string]any)
+	merged := map[string]any{}
+	for k, v := range llm {
+		merged[k] = v
+	}
+	merged["models"] = []any{map[string]any{"name": "mutate", "backend": "mutate", "concurrency": 4}}
+	doc["llm"] = merged
+	return yaml.Marshal(doc)
+}
+
+// seedRun stores the problem's evaluator bundle and publishes the seed of a new run, as
+// `shoal seed` does. It returns the seed candidate's id.
+func seedRun(ctx context.Context, s *stack, run string, p *problem, config []byte) (string, error) {
+	data, digest, err := bundle.Pack(p.dir, "initial_program.py", "config.yaml")
+	if err != nil {
+		return "", err
+	}
+	store, err := s.js.ObjectStore(ctx, s.names.BundlesStore())
+	if err != nil {
+		return "", fmt.Errorf("bundles store: %w", err)
+	}
+	if err := bundle.Put(ctx, store, digest, data); err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(append(append(append([]byte{}, config...), p.program...), run...))
+	seed := &protocol.Seed{
+		Meta:         protocol.Meta{ID: "seed-" + hex.EncodeToString(sum[:8]), Run: run},
+		Config:       string(config),
+		BundleDigest: digest,
+		Program:      p.program,
+		ProgramName:  "initial_program.py",
+		CreatedAt:    time.Now().UTC(),
+	}
+	if _, err := natsx.Publish(ctx, s.js, s.names.Seed(run), seed.ID, seed); err != nil {
+		return "", err
+	}
+	return protocol.SeedCandidateID(run, seed.ID), nil
+}
+
+// waitPlannerDone waits until the planner calls the run done: its budget is spent and every
+// issued task's result is folded.
+func waitPlannerDone(ctx context.Context, s *stack, run string) error {
+	return poll(ctx, func() (bool, error) {
+		st, err := s.runs.Planner(ctx, run)
+		if errors.Is(err, runs.ErrUnknownRun) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		return st.Status == protocol.RunDone, nil
+	})
+}
+
+// waitResults waits until RESULTS holds n results of run.
+func waitResults(ctx context.Context, s *stack, run string, n uint64) error {
+	return poll(ctx, func() (bool, error) {
+		got, err := resultCount(ctx, s, run)
+		return got >= n, err
+	})
+}
+
+func resultCount(ctx context.Context, s *stack, run string) (uint64, error) {
+	stream, err := s.js.Stream(ctx, s.names.ResultsStream())
+	if err != nil {
+		return 0, err
+	}
+	subject := s.names.Result(run)
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Subjects[subject], nil
+}
+
+func poll(ctx context.Context, done func() (bool, error)) error {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok, err := done()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// publishRandom publishes evals candidates for run, each an independent mutation of the seed
+// program by the mutate backend's operator with its own seed. They enter the pipeline where a
+// generator's candidates would, so the same evaluator, sandbox and archive score them; what
+// differs from evolution is only that every parent is the seed.
+func publishRandom(ctx context.Context, s *stack, run, seedCandidate string, p *problem, evals int, seed int64) error {
+	for i := 1; i <= evals; i++ {
+		taskID := protocol.TaskID(run, int64(i))
+		c := &protocol.Candidate{
+			Meta:       protocol.Meta{ID: protocol.CandidateID(taskID), Run: run},
+			TaskID:     taskID,
+			ParentID:   seedCandidate,
+			Iteration:  int64(i),
+			Model:      "random",
+			Language:   "python",
+			Generation: 1,
+			Generator:  "bench-search",
+			CreatedAt:  time.Now().UTC(),
+		}
+		// The planner's seed per task, so both methods draw from the same family of seeds.
+		code, changes, err := generator.Mutate(p.program, "python", seed*1_000_003+int64(i))
+		if err != nil {
+			c.Rejected = err.Error()
+		} else {
+			c.Code, c.Changes = code, changes
+		}
+		if _, err := natsx.Publish(ctx, s.js, s.names.Candidate(run), c.ID, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readResults returns run's results in the order the archive folded them (RESULTS order).
+func readResults(ctx context.Context, s *stack, run string) ([]protocol.Result, error) {
+	n, err := resultCount(ctx, s, run)
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	cons, err := s.js.OrderedConsumer(ctx, s.names.ResultsStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{s.names.Result(run)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]protocol.Result, 0, n)
+	for uint64(len(out)) < n {
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("read results of %s (%d of %d): %w", run, len(out), n, err)
+		}
+		var r protocol.Result
+		if err := protocol.Decode(msg.Data(), &r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
