@@ -35,12 +35,13 @@ type stack struct {
 
 	mu      sync.Mutex
 	running map[string]func()
+	crashes map[string]func()
 }
 
 func startStack(t testing.TB) *stack {
 	t.Helper()
 	env := natstest.StartTestEnv(t)
-	s := &stack{t: t, env: env, running: map[string]func(){}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s := &stack{t: t, env: env, running: map[string]func(){}, crashes: map[string]func(){}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if testing.Verbose() {
 		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -69,13 +70,16 @@ func startStack(t testing.TB) *stack {
 	return s
 }
 
+// start runs a service in the test process. A name "planner#b" starts a second planner
+// replica, named b.
 func (s *stack) start(name string) {
 	s.t.Helper()
 	nc, err := s.env.Server.Connect("test-" + name)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	run, err := newService(name, s.env.Names, nc, s.log, upOptions{gpus: "none"})
+	service, id, _ := strings.Cut(name, "#")
+	run, err := newService(service, s.env.Names, nc, s.log, upOptions{gpus: "none", replicaID: id})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -90,13 +94,32 @@ func (s *stack) start(name string) {
 		}
 		nc.Close()
 	}
+	s.crashes[name] = func() {
+		nc.Close() // no more renewals, acks or releases: what a SIGKILL looks like to others
+		cancel()
+		<-done
+	}
 	s.mu.Unlock()
+}
+
+// crash stops a service the way a killed process stops: its connection goes first, so it
+// releases nothing.
+func (s *stack) crash(name string) {
+	s.mu.Lock()
+	crash := s.crashes[name]
+	delete(s.running, name)
+	delete(s.crashes, name)
+	s.mu.Unlock()
+	if crash != nil {
+		crash()
+	}
 }
 
 func (s *stack) stop(name string) {
 	s.mu.Lock()
 	stop := s.running[name]
 	delete(s.running, name)
+	delete(s.crashes, name)
 	s.mu.Unlock()
 	if stop != nil {
 		stop()

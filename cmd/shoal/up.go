@@ -40,6 +40,9 @@ type upOptions struct {
 	only                       []string
 	logLevel                   string
 	gpus, host                 string
+	// replicaID names a planner or archive replica; empty takes the service's default
+	// (<service>-<host>-<pid>). Tests that run two replicas in one process set it.
+	replicaID string
 }
 
 func upCmd() *cobra.Command {
@@ -225,7 +228,7 @@ func splitHostPort(addr string) (string, int, error) {
 func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logger, o upOptions) (func(context.Context) error, error) {
 	switch name {
 	case "planner":
-		s, err := planner.New(planner.Config{Names: names}, nc, log)
+		s, err := planner.New(planner.Config{Names: names, ID: o.replicaID}, nc, log)
 		if err != nil {
 			return nil, err
 		}
@@ -243,7 +246,7 @@ func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logg
 		}
 		return s.Run, nil
 	case "archive":
-		s, err := archive.New(archive.Config{Names: names}, nc, log)
+		s, err := archive.New(archive.Config{Names: names, ID: o.replicaID}, nc, log)
 		if err != nil {
 			return nil, err
 		}

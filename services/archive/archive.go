@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shoal-run/shoal/pkg/leader"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/pipeline"
 	"github.com/shoal-run/shoal/pkg/protocol"
@@ -36,6 +37,9 @@ type Config struct {
 	ID string
 	// FlushInterval bounds how stale the runs bucket may be behind the fold; default 250ms.
 	FlushInterval time.Duration
+	// OwnerTTL is how long a dead replica keeps its runs: a standby takes them over within
+	// it; default 5s.
+	OwnerTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -44,7 +48,10 @@ func (c *Config) setDefaults() {
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
-		c.ID = "archive-" + host
+		c.ID = fmt.Sprintf("archive-%s-%d", host, os.Getpid())
+	}
+	if c.OwnerTTL <= 0 {
+		c.OwnerTTL = 5 * time.Second
 	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = 250 * time.Millisecond
@@ -62,6 +69,15 @@ type Service struct {
 	bundles   jetstream.ObjectStore
 	snapshots jetstream.ObjectStore
 	writer    *snapshotWriter
+	// owners holds this replica's ownership lease. Every replica folds every run, so a hot
+	// standby has the populations ready; only the owner writes run state, snapshots and
+	// events, and answers samples. One lease covers all runs: ownership must be settled
+	// before the first result of a new run is folded, so that snapshots fall where the
+	// fold says, and a per-run lease could only be won after that.
+	owners *leader.Set
+	// responders are the owner's sample and snapshot subscriptions; only flushLoop (and Run
+	// after it) touches them.
+	responders []*nats.Subscription
 
 	mu       sync.RWMutex
 	pops     map[string]*population.Population
@@ -104,6 +120,12 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("archive: open snapshots: %w", err)
 	}
 	s.writer = newSnapshotWriter(s.snapshots, s.log)
+	ownersKV, err := s.js.KeyValue(ctx, s.cfg.Names.OwnersBucket())
+	if err != nil {
+		return fmt.Errorf("archive: open owners bucket: %w", err)
+	}
+	s.owners = leader.NewSet(ownersKV, "archive", s.cfg.ID, s.cfg.OwnerTTL, s.log)
+	s.owners.Join(ctx, fleet)
 
 	replayTo, from, err := s.restore(ctx)
 	if err != nil {
@@ -125,16 +147,6 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("archive: results consumer: %w", err)
 	}
-	sub, err := s.nc.QueueSubscribe(s.cfg.Names.AllSamples(), "archive", s.serveSample)
-	if err != nil {
-		return fmt.Errorf("archive: sample responder: %w", err)
-	}
-	defer sub.Drain()
-	snapSub, err := s.nc.QueueSubscribe(s.cfg.Names.AllSnapshots(), "archive", func(m *nats.Msg) { s.serveSnapshot(ctx, m) })
-	if err != nil {
-		return fmt.Errorf("archive: snapshot responder: %w", err)
-	}
-	defer snapSub.Drain()
 
 	seeds, err := natsx.EnsureConsumer(ctx, s.js, s.cfg.Names.SeedsStream(), jetstream.ConsumerConfig{
 		Durable:       s.cfg.Names.ArchiveSeedsConsumer(),
@@ -156,7 +168,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		errc <- pipeline.Consume(ctx, seeds, pipeline.Config{Name: "archive-seeds", Log: s.log}, s.handleSeed)
+		errc <- pipeline.Consume(ctx, seeds, pipeline.Config{Name: "archive-seeds", Log: s.log, JetStream: s.js, Names: s.cfg.Names}, s.handleSeed)
 	}()
 	go func() {
 		defer wg.Done()
@@ -172,6 +184,8 @@ func (s *Service) Run(ctx context.Context) error {
 	defer cancel()
 	s.flush(final)
 	s.snapshotAll(final)
+	s.stopResponders()
+	s.owners.Close(final) // standbys take over at once
 	var errs []error
 	for err := range errc {
 		errs = append(errs, err)
@@ -224,9 +238,10 @@ func (s *Service) foldOne(ctx context.Context, r *protocol.Result, seq uint64) {
 	s.mu.Lock()
 	out := pop.Fold(r, seq)
 	var snap *snapshotJob
+	owner := s.owner()
 	if !out.Covered && !out.Duplicate {
 		s.dirty[run] = true
-		if s.since[run]++; s.since[run] >= pop.CheckpointInterval() {
+		if s.since[run]++; owner && s.since[run] >= pop.CheckpointInterval() {
 			snap = s.takeSnapshot(run, pop)
 		}
 	}
@@ -241,7 +256,7 @@ func (s *Service) foldOne(ctx context.Context, r *protocol.Result, seq uint64) {
 	if out.Duplicate {
 		s.log.Info("duplicate result ignored", "run", run, "candidate", r.Candidate.ID, "seq", seq)
 	}
-	if !caughtUp {
+	if !caughtUp || !owner {
 		return
 	}
 	if out.NewBest {
@@ -298,11 +313,57 @@ func (s *Service) flushLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			s.syncOwnership(ctx)
 			if s.isCaughtUp() {
 				s.flush(ctx)
 			}
 		}
 	}
+}
+
+// fleet names the archive's one ownership lease ("archive.all-runs" in the owners bucket).
+const fleet = "all-runs"
+
+// owner reports whether this replica owns the runs now.
+func (s *Service) owner() bool { return s.owners.Owns(fleet) }
+
+// syncOwnership acts on ownership changes: the new owner starts answering and writes every
+// run's state in full (as a standby it folded without writing); a replica that lost the
+// lease stops answering.
+func (s *Service) syncOwnership(ctx context.Context) {
+	switch owner := s.owner(); {
+	case owner && s.responders == nil:
+		sample, err := s.nc.QueueSubscribe(s.cfg.Names.AllSamples(), "archive", s.serveSample)
+		if err != nil {
+			s.log.Error("sample responder", "err", err)
+			return
+		}
+		snap, err := s.nc.QueueSubscribe(s.cfg.Names.AllSnapshots(), "archive", func(m *nats.Msg) { s.serveSnapshot(ctx, m) })
+		if err != nil {
+			_ = sample.Unsubscribe()
+			s.log.Error("snapshot responder", "err", err)
+			return
+		}
+		s.responders = []*nats.Subscription{sample, snap}
+		s.mu.Lock()
+		for run := range s.pops {
+			s.dirty[run], s.newBest[run] = true, true
+		}
+		s.mu.Unlock()
+		s.log.Info("archive owns the runs", "id", s.cfg.ID)
+	case !owner && s.responders != nil:
+		s.stopResponders()
+		s.log.Warn("archive lost ownership; standing by", "id", s.cfg.ID)
+	}
+}
+
+func (s *Service) stopResponders() {
+	for _, sub := range s.responders {
+		if err := sub.Drain(); err != nil {
+			s.log.Warn("stop responder", "subject", sub.Subject, "err", err)
+		}
+	}
+	s.responders = nil
 }
 
 // flush writes the state (and the best program, when it changed) of every run folded since
@@ -315,6 +376,9 @@ func (s *Service) flush(ctx context.Context) {
 	s.mu.Lock()
 	var todo []pending
 	for run := range s.dirty {
+		if !s.owner() {
+			break // the owner writes; this replica writes everything if it takes over
+		}
 		pop := s.pops[run]
 		p := pending{state: pop.State()}
 		if s.newBest[run] {

@@ -44,7 +44,7 @@ func (s *Service) snapshotAll(ctx context.Context) {
 	s.mu.Lock()
 	var jobs []*snapshotJob
 	for run, n := range s.since {
-		if n > 0 {
+		if n > 0 && s.owner() {
 			if job := s.takeSnapshot(run, s.pops[run]); job != nil {
 				jobs = append(jobs, job)
 			}

@@ -26,9 +26,9 @@ import (
 // scorer runs one candidate against a run's evaluator in a sandbox and turns whatever
 // happened into a verdict. It knows nothing of NATS.
 type scorer struct {
-	python    string
-	harness   *harness.Harness
-	launcher  *sandbox.Launcher
+	python   string
+	harness  *harness.Harness
+	launcher *sandbox.Launcher
 	// warm holds prepared zygotes, one per evaluator; nil runs every candidate cold, on a
 	// zygote of its own.
 	warm      *warmPool

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shoal-run/shoal/pkg/leader"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
@@ -36,7 +37,7 @@ import (
 // Config configures a planner replica.
 type Config struct {
 	Names protocol.Names
-	// ID names this replica; default the host name.
+	// ID names this replica; default planner-<host>-<pid>.
 	ID string
 	// Slack is the extra fraction of tasks kept in flight beyond the models' concurrency, so
 	// a generator never waits for the planner; default 0.5.
@@ -45,6 +46,9 @@ type Config struct {
 	Tick time.Duration
 	// SampleTimeout bounds one sample request to the archive; default 2s.
 	SampleTimeout time.Duration
+	// OwnerTTL is how long a dead replica keeps its runs: a standby takes each over within
+	// it; default 5s.
+	OwnerTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -53,7 +57,10 @@ func (c *Config) setDefaults() {
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
-		c.ID = "planner-" + host
+		c.ID = fmt.Sprintf("planner-%s-%d", host, os.Getpid())
+	}
+	if c.OwnerTTL <= 0 {
+		c.OwnerTTL = 5 * time.Second
 	}
 	if c.Slack <= 0 {
 		c.Slack = 0.5
@@ -79,6 +86,10 @@ type Service struct {
 	templates  map[string]*prompt.Templates
 	generators map[string]protocol.Generator // the generators bucket, kept by a watch
 	warned     map[string]string             // last problem logged per run, so a stuck run logs once
+	// owners holds this replica's run ownership leases: only a run's owner plans it; the
+	// other replicas are standbys for it. owning is what the loop last saw of each.
+	owners *leader.Set
+	owning map[string]bool
 }
 
 // New returns a planner replica; Run starts it.
@@ -90,7 +101,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	}
 	return &Service{cfg: cfg, nc: nc, js: js, log: log.With("service", "planner"),
 		plans: map[string]*protocol.PlannerState{}, pending: map[string]int64{}, templates: map[string]*prompt.Templates{},
-		generators: map[string]protocol.Generator{}, warned: map[string]string{}}, nil
+		generators: map[string]protocol.Generator{}, warned: map[string]string{}, owning: map[string]bool{}}, nil
 }
 
 // Run plans every run until ctx ends.
@@ -107,6 +118,17 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("planner: generators bucket: %w", err)
 	}
+	ownersKV, err := s.js.KeyValue(ctx, s.cfg.Names.OwnersBucket())
+	if err != nil {
+		return fmt.Errorf("planner: owners bucket: %w", err)
+	}
+	s.owners = leader.NewSet(ownersKV, "planner", s.cfg.ID, s.cfg.OwnerTTL, s.log)
+	defer func() {
+		// Released at once on the way out, so a standby need not wait out the TTL.
+		final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		s.owners.Close(final)
+	}()
 	var watch jetstream.KeyWatcher
 	defer func() {
 		if watch != nil {
@@ -128,6 +150,9 @@ func (s *Service) Run(ctx context.Context) error {
 			s.log.Warn("list runs", "err", err)
 		}
 		for _, run := range ids {
+			if !s.owns(ctx, run) {
+				continue
+			}
 			if err := s.planRun(ctx, run); err != nil && ctx.Err() == nil {
 				s.warnOnce(run, "plan run", err)
 			}
@@ -152,6 +177,20 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// owns campaigns for run and reports whether this replica plans it now. A change either way
+// drops what this replica remembers of the run, so that it plans from the runs bucket, which
+// the previous owner kept.
+func (s *Service) owns(ctx context.Context, run string) bool {
+	s.owners.Join(ctx, run)
+	owns := s.owners.Owns(run)
+	if owns != s.owning[run] {
+		s.owning[run] = owns
+		delete(s.plans, run)
+		delete(s.pending, run)
+	}
+	return owns
 }
 
 // noteGenerator keeps s.generators in step with the generators bucket.

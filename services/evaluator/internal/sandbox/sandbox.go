@@ -183,4 +183,3 @@ func (c *capture) String() string {
 	}
 	return fmt.Sprintf("%s\n[output truncated: %d bytes in all, %d cut here]\n%s", c.head, c.total, cut, c.tail)
 }
-
