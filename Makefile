@@ -6,6 +6,8 @@ LDFLAGS := -X main.version=$(VERSION)
 BIN := bin
 TEST_FLAGS ?= -race -count=1 -timeout 10m
 OUT ?= out/function_minimization
+SEARCH_EVALS ?= 300
+SEARCH_SEEDS ?= 5
 
 .DEFAULT_GOAL := help
 
@@ -33,6 +35,9 @@ bench: ## every benchmark in every module (figures in docs/benchmarks.md)
 	@echo "== GPU placement: replicas placed / VRAM leased (GiB) per strategy"
 	@cd pkg && go run ./gpu/internal/placebench
 
+bench-search: ## search quality: evolution vs random search, mean best score over seeds; table, and the plot in docs/bench-search.svg
+	go run ./bench/search -evals $(SEARCH_EVALS) -seeds $(SEARCH_SEEDS) -plot docs/bench-search.svg
+
 chaos: build ## crash test: kill service replicas ≥ 50 times during a run, then check nothing was lost or counted twice (docs/reliability.md)
 	cd pkg && go build -o ../$(BIN)/nats-server github.com/nats-io/nats-server/v2
 	go run ./chaos -bin $(BIN) $(CHAOS_FLAGS)
@@ -43,4 +48,4 @@ tidy: ## go mod tidy in every module
 clean: ## remove build output and local run state
 	rm -rf $(BIN) out .shoal
 
-.PHONY: help build run test lint bench chaos tidy clean
+.PHONY: help build run test lint bench bench-search chaos tidy clean

@@ -195,6 +195,14 @@ func chaos(ctx context.Context, o options) (*summary, error) {
 	for {
 		select {
 		case <-ctx.Done():
+			// Say what is stuck where, from a context of its own: ctx is spent.
+			dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer dcancel()
+			s.Wall = time.Since(start)
+			if err := record(dctx, s, js, store, names); err != nil {
+				fmt.Println("chaos: record:", err)
+			}
+			diagnose(dctx, js, names)
 			return s, fmt.Errorf("run not done after %s: %w", o.timeout, ctx.Err())
 		case <-tick.C:
 		}
@@ -283,23 +291,8 @@ func chaos(ctx context.Context, o options) (*summary, error) {
 		return s, fmt.Errorf("read lease ledger: %w", err)
 	}
 
-	// The record.
-	pst, err = store.Planner(ctx, run)
-	if err != nil {
+	if err := record(ctx, s, js, store, names); err != nil {
 		return s, err
-	}
-	st, err := store.State(ctx, run)
-	if err != nil {
-		return s, err
-	}
-	s.RunStatus, s.Issued, s.Iterations, s.BestScore = pst.Status, pst.Issued, st.Iterations, st.BestScore
-	results, err := readResults(ctx, js, names)
-	if err != nil {
-		return s, err
-	}
-	s.Tally = auditResults(run, pst.Issued, results)
-	if info, err := js.Stream(ctx, names.DeadStream()); err == nil {
-		s.DeadLetters = int(info.CachedInfo().State.Msgs)
 	}
 
 	// Every replica must stop cleanly on SIGTERM.
@@ -321,6 +314,46 @@ func chaos(ctx context.Context, o options) (*summary, error) {
 		return s, errors.New(strings.Join(f, "; "))
 	}
 	return s, nil
+}
+
+// record fills the summary from the runs bucket, RESULTS and DEAD.
+func record(ctx context.Context, s *summary, js jetstream.JetStream, store *runs.Store, names protocol.Names) error {
+	pst, err := store.Planner(ctx, run)
+	if err != nil {
+		return err
+	}
+	st, err := store.State(ctx, run)
+	if err != nil {
+		return err
+	}
+	s.RunStatus, s.Issued, s.Iterations, s.BestScore = pst.Status, pst.Issued, st.Iterations, st.BestScore
+	results, err := readResults(ctx, js, names)
+	if err != nil {
+		return err
+	}
+	s.Tally = auditResults(run, pst.Issued, results)
+	if info, err := js.Stream(ctx, names.DeadStream()); err == nil {
+		s.DeadLetters = int(info.CachedInfo().State.Msgs)
+	}
+	return nil
+}
+
+// diagnose prints where work waits: each work stream's messages and its consumers' pending,
+// unacknowledged and redelivered counts.
+func diagnose(ctx context.Context, js jetstream.JetStream, names protocol.Names) {
+	for _, name := range []string{names.TasksStream(), names.CandidatesStream(), names.SeedsStream()} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			fmt.Printf("chaos: stream %s: %v\n", name, err)
+			continue
+		}
+		state := st.CachedInfo().State
+		fmt.Printf("chaos: stream %s holds %d (seq %d..%d)\n", name, state.Msgs, state.FirstSeq, state.LastSeq)
+		for ci := range st.ListConsumers(ctx).Info() {
+			fmt.Printf("chaos:   consumer %s pending %d, unacked %d, redelivered %d, ack floor %d\n",
+				ci.Name, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.AckFloor.Stream)
+		}
+	}
 }
 
 // readResults returns every result of the run in stream order.

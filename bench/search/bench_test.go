@@ -120,13 +120,19 @@ func TestBenchSmallBudget(t *testing.T) {
 			}
 		}
 	}
-	var table, svg bytes.Buffer
+	var table, svg, png bytes.Buffer
 	printTable(&table, []string{"circle_packing"}, out, checkpoints(evals))
 	if !strings.Contains(table.String(), "circle_packing") || strings.Count(table.String(), "\n") != 1+len(checkpoints(evals)) {
 		t.Errorf("table:\n%s", table.String())
 	}
-	if err := writePlot(&svg, []string{"circle_packing"}, out, len(cfg.seeds)); err != nil {
+	if err := writePlot(&svg, false, []string{"circle_packing"}, out, len(cfg.seeds)); err != nil {
 		t.Fatal(err)
+	}
+	if err := writePlot(&png, true, []string{"circle_packing"}, out, len(cfg.seeds)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(png.Bytes(), []byte("\x89PNG")) {
+		t.Errorf("PNG plot starts with %q", png.Bytes()[:min(8, png.Len())])
 	}
 	if !strings.Contains(svg.String(), "<svg") || !strings.Contains(svg.String(), "circle_packing") {
 		t.Errorf("plot is not an SVG naming the problem: %.200s", svg.String())

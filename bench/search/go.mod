@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/nats-io/nats.go v1.55.0
+	github.com/shoal-run/shoal/examples v0.0.0
 	github.com/shoal-run/shoal/pkg v0.0.0
 	github.com/shoal-run/shoal/services/archive v0.0.0
 	github.com/shoal-run/shoal/services/evaluator v0.0.0

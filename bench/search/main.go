@@ -2,7 +2,7 @@
 // mutate generator, evaluator, archive, all in this process over embedded NATS) reaches
 // after each evaluation, against random search with the same budget, averaged over seeds.
 //
-//	go run ./bench/search -evals 300 -seeds 5 -svg docs/bench-search.svg
+//	go run ./bench/search -evals 300 -seeds 5 -plot docs/bench-search.svg
 //
 // Random search spends the same number of evaluations on independent mutations of the seed
 // program (the mutate backend's operator, one seed each), published as candidates into the
@@ -35,7 +35,7 @@ func run() error {
 		examples = flag.String("examples", "examples", "directory holding the examples")
 		evals    = flag.Int("evals", 300, "evaluations per run (max_iterations)")
 		seeds    = flag.Int("seeds", 5, "runs per problem and method, with random_seed 1..seeds")
-		svg      = flag.String("svg", "", "write the plot here (SVG)")
+		plotPath = flag.String("plot", "", "write the plot here: SVG, or PNG when the name ends in .png")
 		verbose  = flag.Bool("v", false, "log the services' warnings to stderr")
 	)
 	flag.Parse()
@@ -76,19 +76,19 @@ func run() error {
 	fmt.Printf("search quality: best combined_score after N evaluations, mean ± sd over %d seeds (%s in all)\n\n",
 		len(cfg.seeds), time.Since(start).Round(time.Second))
 	printTable(os.Stdout, order, out, checkpoints(cfg.evals))
-	if *svg != "" {
-		f, err := os.Create(*svg)
+	if *plotPath != "" {
+		f, err := os.Create(*plotPath)
 		if err != nil {
 			return err
 		}
-		if err := writePlot(f, order, out, len(cfg.seeds)); err != nil {
+		if err := writePlot(f, strings.HasSuffix(*plotPath, ".png"), order, out, len(cfg.seeds)); err != nil {
 			f.Close()
 			return err
 		}
 		if err := f.Close(); err != nil {
 			return err
 		}
-		fmt.Printf("\nplot written to %s\n", *svg)
+		fmt.Printf("\nplot written to %s\n", *plotPath)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 	"gonum.org/v1/plot/vg/vgsvg"
 )
 
@@ -18,17 +19,17 @@ var methodColors = map[method]color.RGBA{
 }
 
 // writePlot draws one panel per problem: each method's mean best score against evaluations,
-// with a band of ± one standard deviation over the seeds, as an SVG.
-func writePlot(w io.Writer, order []string, out outcome, seeds int) error {
+// with a band of ± one standard deviation over the seeds, as SVG or, with png set, PNG.
+func writePlot(w io.Writer, png bool, order []string, out outcome, seeds int) error {
 	row := make([]*plot.Plot, 0, len(order))
 	for _, name := range order {
 		p := plot.New()
 		p.Title.Text = name
 		p.X.Label.Text = "evaluations"
 		p.Y.Label.Text = fmt.Sprintf("best combined_score (mean ± sd, %d seeds)", seeds)
-		p.Legend.Top = false
-		p.Legend.Left = false
-		p.Legend.YOffs = vg.Points(12)
+		p.Legend.Top = true
+		p.Legend.Left = true
+		p.Legend.XOffs = vg.Points(8)
 		p.Add(plotter.NewGrid())
 		for _, m := range []method{evolution, random} {
 			s := summarize(out[name][m])
@@ -46,7 +47,7 @@ func writePlot(w io.Writer, order []string, out outcome, seeds int) error {
 			if err != nil {
 				return err
 			}
-			poly.Color = color.RGBA{R: c.R, G: c.G, B: c.B, A: 0x40}
+			poly.Color = color.NRGBA{R: c.R, G: c.G, B: c.B, A: 0x38}
 			poly.LineStyle.Width = 0
 			line, err := plotter.NewLine(mean)
 			if err != nil {
@@ -60,7 +61,16 @@ func writePlot(w io.Writer, order []string, out outcome, seeds int) error {
 		row = append(row, p)
 	}
 	const panelW, panelH = 4.2 * vg.Inch, 3.2 * vg.Inch
-	canvas := vgsvg.New(panelW*vg.Length(len(row)), panelH)
+	width := panelW * vg.Length(len(row))
+	var canvas interface {
+		vg.CanvasSizer
+		io.WriterTo
+	}
+	if png {
+		canvas = vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(width, panelH), vgimg.UseDPI(120))}
+	} else {
+		canvas = vgsvg.New(width, panelH)
+	}
 	tiles := draw.Tiles{Rows: 1, Cols: len(row), PadX: vg.Millimeter * 4, PadY: vg.Millimeter,
 		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
 	canvases := plot.Align([][]*plot.Plot{row}, tiles, draw.New(canvas))

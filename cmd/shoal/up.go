@@ -18,6 +18,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/shoal-run/shoal/examples"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
@@ -40,6 +41,7 @@ type upOptions struct {
 	only                       []string
 	logLevel                   string
 	gpus, host                 string
+	example                    string // an embedded example to evolve (examples.Names)
 	// replicaID names a planner or archive replica; empty takes the service's default
 	// (<service>-<host>-<pid>). Tests that run two replicas in one process set it.
 	replicaID string
@@ -63,6 +65,15 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 			if len(args) == 1 {
 				dir = args[0]
 			}
+			if o.example != "" {
+				if dir != "" {
+					return errors.New("name a problem directory or --example, not both")
+				}
+				var err error
+				if dir, err = extractExample(o.example, o.stateDir); err != nil {
+					return err
+				}
+			}
 			return up(cmd, dir, o)
 		},
 	}
@@ -70,6 +81,7 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.StringVar(&o.config, "config", "", "run config (OpenEvolve config.yaml)")
 	f.StringVar(&o.evaluator, "evaluator", "", "evaluator file; its directory is shipped to evaluators")
 	f.StringVar(&o.program, "program", "", "seed program (initial_program.py)")
+	f.StringVar(&o.example, "example", "", "evolve an embedded example ("+strings.Join(examples.Names(), ", ")+"), written under --state-dir")
 	f.StringVar(&o.run, "run", "", "run id, [a-z0-9-]{1,64} (default: from the problem's directory)")
 	f.StringVar(&o.backend, "backend", "", `"mutate" replaces the config's models, so any problem runs without a model`)
 	f.StringVar(&o.output, "output", "", "write best_program.<ext>, best_program_info.json and checkpoints/checkpoint_<n>/ here when the run ends")

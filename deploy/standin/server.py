@@ -19,6 +19,7 @@ import os
 import random
 import re
 import sys
+import time
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -100,7 +101,7 @@ def edit(prompt, factor):
     return f"Scale one constant.\n<<<<<<< SEARCH\n{line}\n=======\n{new}\n>>>>>>> REPLACE\n"
 
 
-def handler(model, name):
+def handler(model, name, delay):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt, *args):  # keep stderr for errors
             pass
@@ -131,6 +132,7 @@ def handler(model, name):
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 self.reply(400, {"error": {"message": f"bad request: {exc}"}})
                 return
+            time.sleep(delay)  # a model's generation time, for tests of slow servers
             content = edit(prompt, model.factor())
             content += f"\n(stand-in on CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')})\n"
             self.reply(200, {
@@ -151,9 +153,10 @@ def main():
     p.add_argument("--weights-mib", type=float, default=0, help="memory the weights take, over all visible GPUs")
     p.add_argument("--width", type=int, default=4096, help="layer width; a layer takes width² fp16 values")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reply-delay", type=float, default=0, help="seconds each completion takes")
     args = p.parse_args()
     model = Model(args.weights_mib, args.width, args.seed)
-    server = ThreadingHTTPServer((args.host, args.port), handler(model, args.model_name))
+    server = ThreadingHTTPServer((args.host, args.port), handler(model, args.model_name, args.reply_delay))
     print(json.dumps({"listening": f"{args.host}:{args.port}", **model.health()}), file=sys.stderr, flush=True)
     try:
         server.serve_forever()

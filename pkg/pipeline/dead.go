@@ -125,8 +125,13 @@ func (dl *deadLetterer) watch(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", subject, err)
 	}
-	// Make sure the server knows of the subscription before any advisory can fire.
-	if err := dl.js.Conn().FlushWithContext(ctx); err != nil && ctx.Err() == nil {
+	// Make sure the server knows of the subscription before any advisory can fire. The flush
+	// needs a deadline of its own: a service's ctx has none, and nats.go refuses a flush
+	// without one ("context requires a deadline"), which left the watch dead in every service.
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = dl.js.Conn().FlushWithContext(fctx)
+	cancel()
+	if err != nil && ctx.Err() == nil {
 		_ = sub.Unsubscribe()
 		return fmt.Errorf("watch %s: %w", subject, err)
 	}

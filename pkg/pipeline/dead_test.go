@@ -30,7 +30,9 @@ type deadFixture struct {
 func newDeadFixture(t *testing.T, stream, durable, filter string, ackWait time.Duration, maxDeliver int) *deadFixture {
 	t.Helper()
 	env := natstest.StartTestEnv(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	// No deadline, as in a service: the advisory watch once failed on every service's
+	// context ("context requires a deadline") while passing here with a timeout context.
+	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(cancel)
 	cons, err := env.JS.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable:       durable,

@@ -34,7 +34,10 @@ type scorer struct {
 	warm      *warmPool
 	workRoot  string
 	maxOutput int
-	log       *slog.Logger
+	// outputLimit is how much a candidate may write to stdout and stderr together before it
+	// is killed; zero: sandbox.DefaultOutputLimitBytes.
+	outputLimit int64
+	log         *slog.Logger
 }
 
 // close stops the warm interpreters.
@@ -152,14 +155,18 @@ func (s *scorer) harnessed(ctx context.Context, box *sandbox.Box, j job, program
 	if _, err := os.Stat(evalPath); err != nil {
 		return failed(fmt.Sprintf("evaluator file %s is not in the run's bundle", file)), nil
 	}
-	prep := &sandbox.Prepare{HarnessDir: s.harness.Dir, Evaluator: evalPath, Env: s.harness.Env()}
+	prep := &sandbox.Prepare{
+		HarnessDir: s.harness.Dir, Evaluator: evalPath, Env: s.harness.Env(),
+		ReadOnly: []string{j.bundleDir, s.harness.Dir},
+	}
 	out, err := s.run(ctx, prep, box, sandbox.Command{
 		Program: program, Cascade: ev.CascadeEvaluation, Thresholds: ev.CascadeThresholds,
-		Env:            s.harness.Env(),
-		ReadOnly:       []string{j.bundleDir, s.harness.Dir},
-		Timeout:        timeout,
-		MemoryLimitMB:  ev.MemoryLimitMB,
-		MaxOutputBytes: s.maxOutput,
+		Env:              s.harness.Env(),
+		ReadOnly:         []string{j.bundleDir, s.harness.Dir},
+		Timeout:          timeout,
+		MemoryLimitMB:    ev.MemoryLimitMB,
+		MaxOutputBytes:   s.maxOutput,
+		OutputLimitBytes: s.outputLimit,
 	})
 	var ierr *sandbox.ImportError
 	if errors.As(err, &ierr) {
@@ -186,12 +193,16 @@ func (s *scorer) harnessed(ctx context.Context, box *sandbox.Box, j job, program
 	}
 	addOutput(v.Artifacts, out)
 	switch {
+	case out.OutputLimited:
+		v.Status, v.Reason = protocol.StatusFailed, s.outputLimitReason()
 	case out.TimedOut:
 		v.Status, v.Reason = protocol.StatusTimeout, timedOut(timeout)
 	case report != nil && report.Error != "":
 		v.Status, v.Reason = protocol.StatusFailed, report.Error
 	case !out.Success():
 		v.Status, v.Reason = protocol.StatusFailed, "evaluator "+exitReason(out)
+	case out.Left > 0:
+		v.Status, v.Reason = protocol.StatusFailed, leftReason(out.Left)
 	case errors.Is(rerr, harness.ErrNoReport):
 		v.Status, v.Reason = protocol.StatusFailed, "evaluator ended without writing its result"
 	case rerr != nil:
@@ -204,18 +215,26 @@ func (s *scorer) harnessed(ctx context.Context, box *sandbox.Box, j job, program
 	return v, nil
 }
 
-// run runs c on a zygote: the warm one prepared with prep (nil: an exec-only one) when the
-// scorer keeps them, else a fresh one for this job alone. A zygote that dies under a job
-// (the service's trouble: candidates cannot reach it) is replaced and the job run once more.
+// warmSpares is how many supervisors a warm zygote keeps on standby: enough for the next
+// candidate to find one ready while the last one's replacement is being prepared.
+const warmSpares = 2
+
+// run runs c on a zygote: the warm one prepared with prep (one without an evaluator for
+// commands) when the scorer keeps them, else a fresh one for this job alone. A zygote that
+// dies under a job (the service's trouble: candidates cannot reach it) is replaced and the
+// job run once more.
 func (s *scorer) run(ctx context.Context, prep *sandbox.Prepare, box *sandbox.Box, c sandbox.Command) (*sandbox.Outcome, error) {
+	p := *prep
+	p.Roots = []string{s.workRoot}
+	if s.warm != nil {
+		p.Spares = warmSpares
+	}
+	prep = &p
 	for attempt := 0; ; attempt++ {
 		var out *sandbox.Outcome
 		var err error
 		if s.warm != nil {
-			key := ""
-			if prep != nil {
-				key = prep.Evaluator
-			}
+			key := prep.Evaluator // "": the zygote that runs commands
 			var z *sandbox.Zygote
 			var release func()
 			z, release, err = s.warm.get(ctx, key, prep)
@@ -248,12 +267,18 @@ func (s *scorer) command(ctx context.Context, box *sandbox.Box, j job, program s
 	if j.bundleDir != "" {
 		ro = []string{j.bundleDir}
 	}
-	out, err := s.run(ctx, nil, box, sandbox.Command{
-		Args:           commandArgs(ev.Command, j.bundleDir, program),
-		ReadOnly:       ro,
-		Timeout:        timeout,
-		MemoryLimitMB:  ev.MemoryLimitMB,
-		MaxOutputBytes: s.maxOutput,
+	// A warm zygote runs the commands of every run: their bundles are bound per candidate.
+	prep := &sandbox.Prepare{}
+	if s.warm == nil {
+		prep.ReadOnly = ro
+	}
+	out, err := s.run(ctx, prep, box, sandbox.Command{
+		Args:             commandArgs(ev.Command, j.bundleDir, program),
+		ReadOnly:         ro,
+		Timeout:          timeout,
+		MemoryLimitMB:    ev.MemoryLimitMB,
+		MaxOutputBytes:   s.maxOutput,
+		OutputLimitBytes: s.outputLimit,
 	})
 	if err != nil {
 		if ctx.Err() != nil || errors.Is(err, sandbox.ErrZygoteDied) {
@@ -270,6 +295,8 @@ func (s *scorer) command(ctx context.Context, box *sandbox.Box, j job, program s
 	}
 	addOutput(v.Artifacts, out)
 	switch {
+	case out.OutputLimited:
+		v.Status, v.Reason = protocol.StatusFailed, s.outputLimitReason()
 	case out.TimedOut:
 		v.Status, v.Reason = protocol.StatusTimeout, timedOut(timeout)
 	case !out.Success():
@@ -487,6 +514,28 @@ func capText(s string, n int) string {
 
 func failed(reason string) *verdict {
 	return &verdict{Status: protocol.StatusFailed, Reason: reason}
+}
+
+// outputLimitReason says why a candidate that wrote too much was killed.
+func (s *scorer) outputLimitReason() string {
+	n := s.outputLimit
+	if n <= 0 {
+		n = sandbox.DefaultOutputLimitBytes
+	}
+	size := strconv.FormatInt(n, 10) + " bytes"
+	if n%(1<<20) == 0 {
+		size = strconv.FormatInt(n>>20, 10) + " MiB"
+	}
+	return "output limit: more than " + size + " written"
+}
+
+// leftReason says why a candidate whose evaluation returned with processes still running
+// failed: it would have outlived its evaluation, had the sandbox not killed them.
+func leftReason(n int) string {
+	if n == 1 {
+		return "left 1 background process running (killed)"
+	}
+	return "left " + strconv.Itoa(n) + " background processes running (killed)"
 }
 
 func timedOut(limit time.Duration) string {

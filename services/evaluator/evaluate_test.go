@@ -207,6 +207,28 @@ func TestScore(t *testing.T) {
 			},
 		},
 		{
+			name:   "children that ended before evaluate() returned are not counted",
+			bundle: "basic",
+			code: "import subprocess\n" +
+				"def run():\n" +
+				"    subprocess.run(['sh', '-c', 'sleep 0.05 & wait'], check=True)\n" +
+				"    return 0.5\n",
+			status:  protocol.StatusOK,
+			metrics: map[string]float64{"combined_score": 0.5},
+		},
+		{
+			name:   "a child left running fails the candidate",
+			bundle: "basic",
+			code: "import subprocess\n" +
+				"def run():\n" +
+				"    subprocess.Popen(['sleep', '600'])\n" +
+				"    subprocess.Popen(['sleep', '600'], start_new_session=True)\n" +
+				"    return 0.5\n",
+			status: protocol.StatusFailed,
+			reason: "left 2 background processes running (killed)",
+			check:  func(t *testing.T, v *verdict) { checkNoneLeft(t, v) },
+		},
+		{
 			name:   "lots of output is capped",
 			bundle: "basic",
 			code:   "import sys\ndef run():\n    for i in range(100000):\n        print('line', i)\n    sys.stderr.write('E' * 1000000)\n    return 0.5\n",

@@ -47,6 +47,9 @@ type Config struct {
 	// MaxOutputBytes caps what is kept of each of a candidate's stdout and stderr; default
 	// 64 KiB.
 	MaxOutputBytes int
+	// OutputLimitBytes is how much a candidate may write to stdout and stderr together: past
+	// it, it is killed and its result failed; default 64 MiB, less than zero no limit.
+	OutputLimitBytes int64
 	// Cold starts a fresh interpreter for every candidate instead of forking it from a warm
 	// one that has imported the run's evaluator; slower, for comparison and debugging.
 	Cold bool
@@ -74,6 +77,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxOutputBytes == 0 {
 		c.MaxOutputBytes = 64 << 10
+	}
+	if c.OutputLimitBytes == 0 {
+		c.OutputLimitBytes = sandbox.DefaultOutputLimitBytes
 	}
 }
 
@@ -192,12 +198,13 @@ func (s *Service) start(ctx context.Context) (*worker, jetstream.Consumer, error
 		bundles:  bundles,
 		cacheDir: filepath.Join(s.cfg.CacheDir, "bundles"),
 		scorer: &scorer{
-			python:    python,
-			harness:   h,
-			launcher:  launcher,
-			workRoot:  filepath.Join(s.cfg.CacheDir, "work"),
-			maxOutput: s.cfg.MaxOutputBytes,
-			log:       s.log,
+			python:      python,
+			harness:     h,
+			launcher:    launcher,
+			workRoot:    filepath.Join(s.cfg.CacheDir, "work"),
+			maxOutput:   s.cfg.MaxOutputBytes,
+			outputLimit: s.cfg.OutputLimitBytes,
+			log:         s.log,
 		},
 		log: s.log,
 	}

@@ -15,7 +15,8 @@ import (
 
 // TestHostileCandidates runs the corpus in testdata/hostile through the real scorer and
 // sandbox, cold (a fresh interpreter per candidate) and warm (forked from a prepared one):
-// each case must end in a clear verdict, leave no process and no work dir, reach neither
+// each case must end failed or timed out (never ok) with its own reason, leave no process
+// and no work dir, keep the service's secrets out of its result, reach neither
 // the network nor files outside its work dir and private /tmp, and leave the service able
 // to score a good candidate right after, on the same warm interpreter.
 func TestHostileCandidates(t *testing.T) {
@@ -25,8 +26,10 @@ func TestHostileCandidates(t *testing.T) {
 }
 
 func testHostile(t *testing.T, warm bool) {
+	// Secrets in the service's environment, as a deployment holds them.
 	const secret = "hostile-secret-do-not-leak"
 	t.Setenv("SHOAL_TEST_SECRET", secret)
+	t.Setenv("OPENAI_API_KEY", secret)
 	s := newScorerMode(t, 4096, warm)
 	data, _, err := bundle.Pack(testdata(t, "hostile/bundle"))
 	if err != nil {
@@ -41,84 +44,80 @@ func testHostile(t *testing.T, warm bool) {
 	cases := []struct {
 		name   string
 		config func(*runconfig.Evaluator)
-		// status is one of these; reason contains one of words.
+		// status is one of these, and the reason then holds the word of the same index.
 		status []protocol.Status
 		words  []string
 		check  func(t *testing.T, v *verdict, bundleDir string)
 	}{
-		{name: "infinite_loop", status: []protocol.Status{protocol.StatusTimeout, protocol.StatusFailed}, words: []string{"timed out", "killed"}},
-		{name: "ignores_sigterm", status: []protocol.Status{protocol.StatusTimeout, protocol.StatusFailed}, words: []string{"timed out", "killed"}},
-		{name: "fork_bomb", status: []protocol.Status{protocol.StatusTimeout}, words: []string{"timed out"}},
+		// A busy loop: the wall-clock limit, or RLIMIT_CPU when the supervisor wakes late.
+		{name: "infinite_loop", status: []protocol.Status{protocol.StatusTimeout, protocol.StatusFailed}, words: []string{"timed out after 2s", "killed"}},
+		{name: "ignores_sigterm", status: []protocol.Status{protocol.StatusTimeout, protocol.StatusFailed}, words: []string{"timed out after 2s", "killed"}},
+		{name: "fork_bomb", status: []protocol.Status{protocol.StatusTimeout}, words: []string{"timed out after 2s"}},
 		{
 			name:   "memory_bomb",
 			config: func(e *runconfig.Evaluator) { e.MemoryLimitMB = 256 },
-			status: []protocol.Status{protocol.StatusFailed}, words: []string{"MemoryError", "killed"},
+			status: []protocol.Status{protocol.StatusFailed, protocol.StatusFailed}, words: []string{"MemoryError", "killed"},
 		},
 		{
-			// 1 GiB may or may not get through in the time: either way the capture is capped.
 			name:   "stdout_flood",
-			status: []protocol.Status{protocol.StatusTimeout, protocol.StatusOK}, words: []string{"timed out", ""},
+			status: []protocol.Status{protocol.StatusFailed}, words: []string{"output limit: more than 64 MiB written"},
 			check: func(t *testing.T, v *verdict, _ string) {
-				if v.Status == protocol.StatusOK && !strings.Contains(v.Artifacts["stdout"], "output truncated") {
+				if !strings.Contains(v.Artifacts["stdout"], "output truncated") {
 					t.Errorf("stdout artifact is not marked truncated: %.200q", v.Artifacts["stdout"])
 				}
 			},
 		},
 		{
 			name:   "network",
-			status: []protocol.Status{protocol.StatusOK}, words: []string{""},
+			status: []protocol.Status{protocol.StatusFailed}, words: []string{"OSError: [Errno 101] Network is unreachable"},
 			check: func(t *testing.T, v *verdict, _ string) {
-				if got := v.Artifacts["network"]; got == "" || got == "connected" {
-					t.Errorf("network connect: %q, want a refusal", got)
+				if !strings.Contains(v.Artifacts["traceback"], "create_connection") {
+					t.Errorf("traceback artifact = %q, want the failed connect", v.Artifacts["traceback"])
 				}
 			},
 		},
 		{
 			name:   "environment",
-			status: []protocol.Status{protocol.StatusOK}, words: []string{""},
+			status: []protocol.Status{protocol.StatusFailed}, words: []string{"KeyError: 'OPENAI_API_KEY'"},
 			check: func(t *testing.T, v *verdict, _ string) {
-				if !strings.Contains(v.Artifacts["env"], "PATH") {
-					t.Errorf("env artifact = %q, want the sandbox's environment", v.Artifacts["env"])
+				if !strings.Contains(v.Artifacts["stdout"], "PATH") {
+					t.Errorf("stdout = %q, want the sandbox's environment printed", v.Artifacts["stdout"])
 				}
 			},
 		},
 		{
 			name:   "write_outside",
-			status: []protocol.Status{protocol.StatusOK}, words: []string{""},
+			status: []protocol.Status{protocol.StatusFailed}, words: []string{"OSError: [Errno 30] Read-only file system: '/etc/shoal-escape'"},
 			check: func(t *testing.T, v *verdict, bundleDir string) {
-				p := v.Artifacts["tmp_path"]
-				if !strings.HasPrefix(p, "/tmp/shoal-escape-") {
-					t.Fatalf("tmp_path = %q", p)
+				tb := v.Artifacts["traceback"]
+				if !strings.Contains(tb, "Read-only file system: '"+filepath.Join(bundleDir, "escape.txt")+"'") {
+					t.Errorf("traceback artifact = %q, want the bundle's refusal too", tb)
 				}
-				if v.Artifacts["tmp_write"] != "written" {
-					t.Errorf("tmp_write = %q, want the private /tmp writable", v.Artifacts["tmp_write"])
-				}
-				if _, err := os.Stat(p); err == nil {
-					os.Remove(p)
-					t.Errorf("the candidate wrote the host's %s", p)
+				if _, err := os.Stat("/tmp/shoal-escape-write-outside"); err == nil {
+					os.Remove("/tmp/shoal-escape-write-outside")
+					t.Error("the candidate wrote the host's /tmp")
 				}
 				if _, err := os.Stat(filepath.Join(bundleDir, "escape.txt")); err == nil {
-					t.Errorf("the candidate wrote into the bundle: %s", v.Artifacts["bundle_write"])
+					t.Error("the candidate wrote into the bundle")
 				}
-				for _, k := range []string{"bundle_write", "etc_write"} {
-					if v.Artifacts[k] == "written" {
-						t.Errorf("%s = written, want a refusal", k)
-					}
+				if _, err := os.Stat("/etc/shoal-escape"); err == nil {
+					os.Remove("/etc/shoal-escape")
+					t.Error("the candidate wrote /etc")
 				}
 			},
 		},
 		{
 			name:   "delete_evaluator",
-			status: []protocol.Status{protocol.StatusOK}, words: []string{""},
+			status: []protocol.Status{protocol.StatusFailed}, words: []string{"OSError: [Errno 30] Read-only file system"},
 			check: func(t *testing.T, v *verdict, bundleDir string) {
 				if _, err := os.Stat(filepath.Join(bundleDir, "evaluator.py")); err != nil {
-					t.Errorf("the candidate removed the bundle's evaluator: %s", v.Artifacts["delete"])
+					t.Errorf("the candidate removed the bundle's evaluator: %v", err)
 				}
 			},
 		},
-		{name: "background_child", status: []protocol.Status{protocol.StatusOK}, words: []string{""}},
-		{name: "segfault", status: []protocol.Status{protocol.StatusFailed}, words: []string{"segmentation"}},
-		{name: "exit_midway", status: []protocol.Status{protocol.StatusFailed}, words: []string{"without writing its result"}},
+		{name: "background_child", status: []protocol.Status{protocol.StatusFailed}, words: []string{"left 1 background process running (killed)"}},
+		{name: "segfault", status: []protocol.Status{protocol.StatusFailed}, words: []string{"killed by signal: segmentation fault"}},
+		{name: "exit_midway", status: []protocol.Status{protocol.StatusFailed}, words: []string{"evaluator ended without writing its result"}},
 		{name: "sleep_past_timeout", status: []protocol.Status{protocol.StatusTimeout}, words: []string{"timed out after 2s"}},
 		{
 			name:   "huge_metrics",
@@ -133,8 +132,11 @@ func testHostile(t *testing.T, warm bool) {
 		{
 			name:   "non_json",
 			config: func(e *runconfig.Evaluator) { e.Command = []string{"python3", "{program}"} },
-			status: []protocol.Status{protocol.StatusFailed}, words: []string{"no JSON object"},
+			status: []protocol.Status{protocol.StatusFailed}, words: []string{"command printed no JSON object"},
 		},
+	}
+	if len(cases) != 15 {
+		t.Fatalf("%d cases; the corpus has 15", len(cases))
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,14 +159,13 @@ func testHostile(t *testing.T, warm bool) {
 				t.Fatalf("score: %v", err)
 			}
 			t.Logf("%s after %v: status %s, reason %q", tc.name, time.Since(start).Round(time.Millisecond), v.Status, v.Reason)
-			okStatus, okReason := false, false
+			matched := false
 			for i, st := range tc.status {
-				if v.Status == st {
-					okStatus = true
-					okReason = strings.Contains(v.Reason, tc.words[min(i, len(tc.words)-1)])
+				if v.Status == st && strings.Contains(v.Reason, tc.words[i]) {
+					matched = true
 				}
 			}
-			if !okStatus || !okReason {
+			if !matched {
 				t.Errorf("status %q, reason %q; want one of %v with %q", v.Status, v.Reason, tc.status, tc.words)
 			}
 			for k, a := range v.Artifacts {

@@ -301,6 +301,18 @@ func (s *Service) handle(ctx context.Context, store *runs.Store, msg jetstream.M
 	if err != nil && (ctx.Err() != nil || errors.Is(err, errStopping)) {
 		return fmt.Errorf("task %s: %w", task.ID, err) // shutting down: another replica takes it
 	}
+	if errors.Is(err, errHandBack) {
+		// Requeued as a new message rather than nak'd: a nak would spend one of the task's
+		// MaxDeliver deliveries each time it lands here again, and dead-letter a healthy task.
+		// A copy that slips through twice is harmless: the candidate's id derives from the
+		// task's, so its result is deduplicated and folded once.
+		requeue := fmt.Sprintf("%s.requeue.%d", task.ID, time.Now().UnixNano())
+		if _, err := natsx.Publish(ctx, s.js, msg.Subject(), requeue, &task); err != nil {
+			return fmt.Errorf("task %s: hand back: %w", task.ID, err)
+		}
+		s.log.Info("task handed back to a replica that serves its model", "task", task.ID, "model", task.Model)
+		return nil
+	}
 	c := protocol.Candidate{
 		Meta:       protocol.Meta{ID: protocol.CandidateID(task.ID), Run: task.Run},
 		TaskID:     task.ID,

@@ -50,6 +50,7 @@ type launchBackend struct {
 
 	mu      sync.Mutex
 	servers map[string]*launched // by serverKey
+	leases  jetstream.KeyValue   // the GPU lease bucket, once start has opened it
 }
 
 // launchConfig is what the launch backend takes from the replica's Config.
@@ -72,6 +73,9 @@ const (
 	healthProbe  = 2 * time.Second // timeout of one health request
 	idleCheck    = time.Second     // how often a healthy server checks whether it is idle
 	releaseLimit = 5 * time.Second // time to release a lease after shutdown
+	// handBackCheck is how often a task waiting on a queued claim looks for a replica that
+	// serves its model already.
+	handBackCheck = 2 * time.Second
 )
 
 // replicas is how many replicas of model run on host, at least this one.
@@ -102,7 +106,7 @@ func (b *launchBackend) generate(ctx context.Context, task *protocol.Task, m run
 	if err != nil {
 		return "", "", none, err
 	}
-	ep, done, err := s.endpoint(ctx, b.draining)
+	ep, done, err := s.endpoint(ctx, b.draining, func(ctx context.Context) bool { return b.servedElsewhere(ctx, m.Name, s.holder) })
 	defer done()
 	if err != nil {
 		return "", "", none, err
@@ -124,6 +128,9 @@ func (b *launchBackend) start(ctx context.Context, js jetstream.JetStream, names
 	if err != nil {
 		return nil, fmt.Errorf("gpu lease bucket: %w", err)
 	}
+	b.mu.Lock()
+	b.leases = kv
+	b.mu.Unlock()
 	b.log.Info("gpus ready for launched models", "host", b.cfg.inv.Host, "gpus", len(b.cfg.inv.GPUs), "source", b.cfg.inv.Source)
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
@@ -153,6 +160,26 @@ func (b *launchBackend) run(ctx context.Context, kv jetstream.KeyValue) {
 			return
 		}
 	}
+}
+
+// servedElsewhere reports whether another holder on this host has a ready server of model.
+func (b *launchBackend) servedElsewhere(ctx context.Context, model, holder string) bool {
+	b.mu.Lock()
+	kv := b.leases
+	b.mu.Unlock()
+	if kv == nil {
+		return false
+	}
+	led, err := lease.Read(ctx, kv, b.cfg.inv.Host)
+	if err != nil {
+		return false
+	}
+	for _, a := range led.Live(time.Now()) {
+		if a.Model == model && a.State == gpu.LeaseReady && a.Holder != holder {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *launchBackend) drain() { b.drainOnce.Do(func() { close(b.draining) }) }
@@ -226,6 +253,9 @@ type launched struct {
 	users   int      // tasks waiting for the server or sending it requests
 	lastUse time.Time
 	retired bool
+	// claiming: the server waits in the lease queue, so its tasks may be better served by
+	// another replica whose server of the model is up.
+	claiming bool
 }
 
 // attempt is one start of the server: pending until it is healthy (ep) or has failed (err).
@@ -235,12 +265,28 @@ type attempt struct {
 	err  error
 }
 
+func (s *launched) setClaiming(v bool) {
+	s.mu.Lock()
+	s.claiming = v
+	s.mu.Unlock()
+}
+
+func (s *launched) isClaiming() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.claiming
+}
+
 func newAttempt() *attempt { return &attempt{done: make(chan struct{})} }
 
 // endpoint waits until the current start of the server has an outcome: an endpoint to send
 // the task to, or the reason it failed, which rejects the task. The task calls done when it
 // no longer uses the server.
-func (s *launched) endpoint(ctx context.Context, draining <-chan struct{}) (ep endpoint, done func(), err error) {
+//
+// While the server waits in the lease queue, elsewhere is asked every handBackCheck whether
+// another replica on the host serves the model now; if so the task is handed back
+// (errHandBack) for that replica to take, rather than held for as long as the queue lasts.
+func (s *launched) endpoint(ctx context.Context, draining <-chan struct{}, elsewhere func(context.Context) bool) (ep endpoint, done func(), err error) {
 	s.mu.Lock()
 	a := s.cur
 	s.users++
@@ -251,14 +297,22 @@ func (s *launched) endpoint(ctx context.Context, draining <-chan struct{}) (ep e
 		s.lastUse = time.Now()
 		s.mu.Unlock()
 	}
-	select {
-	case <-a.done:
-	case <-ctx.Done():
-		return endpoint{}, done, ctx.Err()
-	case <-draining:
-		return endpoint{}, done, errStopping
+	check := time.NewTicker(handBackCheck)
+	defer check.Stop()
+	for {
+		select {
+		case <-a.done:
+			return a.ep, done, a.err
+		case <-ctx.Done():
+			return endpoint{}, done, ctx.Err()
+		case <-draining:
+			return endpoint{}, done, errStopping
+		case <-check.C:
+			if s.isClaiming() && elsewhere != nil && elsewhere(ctx) {
+				return endpoint{}, done, errHandBack
+			}
+		}
 	}
-	return a.ep, done, a.err
 }
 
 // retireIfIdle retires the server when no task has used it for idle: tasks that still hold it
@@ -359,7 +413,9 @@ func (s *launched) supervise(ctx context.Context, kv jetstream.KeyValue, b *laun
 
 	for ctx.Err() == nil && !b.retire(s) {
 		if held == nil {
+			s.setClaiming(true)
 			held, endLease, err = claim(ctx, client, inv, variants)
+			s.setClaiming(false)
 			switch {
 			case ctx.Err() != nil:
 				return

