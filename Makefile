@@ -31,7 +31,7 @@ lint: ## gofmt and go vet over every module
 	@for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
 
 bench: ## every benchmark in every module (figures in docs/benchmarks.md)
-	@for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem $(BENCH_FLAGS) ./... | grep -E '^(Benchmark|pkg:)') || exit 1; done
+	@for m in $(MODULES); do (cd $$m && set -o pipefail && go test -run '^$$' -bench . -benchmem $(BENCH_FLAGS) ./... | { grep -E '^(Benchmark|pkg:)' || true; }) || exit 1; done
 	@echo "== GPU placement: replicas placed / VRAM leased (GiB) per strategy"
 	@cd pkg && go run ./gpu/internal/placebench
 

@@ -424,7 +424,8 @@ func (z *Zygote) send(ctx context.Context, packet, rights []byte) error {
 		select {
 		case f = <-z.standby:
 			if z.refill {
-				z.spawn()
+				// After the job is on its way: the zygote's fork must not hold it up.
+				defer z.spawn()
 			}
 		default:
 			z.spawn()
