@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shoal-run/shoal/pkg/natsx"
 )
 
 // Record is the value of an ownership key.
@@ -85,7 +87,7 @@ func Campaign(ctx context.Context, kv jetstream.KeyValue, key, holder string, tt
 	if err != nil {
 		return nil, fmt.Errorf("campaign for %s: watch: %w", key, err)
 	}
-	defer stopWatch(w)
+	defer natsx.StopWatch(w)
 
 	l := &Lease{kv: kv, key: key, holder: holder, ttl: ttl, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	l.rec = Record{V: 1, Holder: holder, Token: token(), TTLMS: ttl.Milliseconds()}
@@ -313,23 +315,4 @@ func token() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
 	return hex.EncodeToString(b[:])
-}
-
-// stopWatch stops a watch and drains it: nats.go delivers to the Updates channel from the
-// subscription's goroutine, which stays blocked on a full channel, even after Stop, until
-// someone reads. The channel closes once that goroutine has ended.
-func stopWatch(w jetstream.KeyWatcher) {
-	_ = w.Stop()
-	limit := time.NewTimer(5 * time.Second)
-	defer limit.Stop()
-	for {
-		select {
-		case _, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-		case <-limit.C:
-			return
-		}
-	}
 }

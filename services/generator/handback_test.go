@@ -1,9 +1,7 @@
 package generator_test
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -36,21 +34,7 @@ func TestQueuedReplicaHandsTasksBack(t *testing.T) {
 		t.Fatalf("first candidate rejected: %s", c.Rejected)
 	}
 
-	svc, err := generator.New(generator.Config{Names: e.Names, ID: "gen-b", GPUs: "1x24GiB", Host: testHost, Concurrency: 2},
-		e.Conn, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(e.ctx)
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("gen-b: Run returned %v", err)
-		}
-	})
-
+	e.startReplica(t, generator.Config{ID: "gen-b", GPUs: "1x24GiB", Host: testHost, Concurrency: 2})
 	gens, err := e.JS.KeyValue(e.ctx, e.Names.GeneratorsBucket())
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,25 @@ import (
 	"github.com/shoal-run/shoal/services/generator"
 )
 
+// startReplica runs another generator replica on e's server until the test ends.
+func (e *env) startReplica(t *testing.T, cfg generator.Config) {
+	t.Helper()
+	cfg.Names = e.Names
+	svc, err := generator.New(cfg, e.Conn, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("replica %s: Run returned %v", cfg.ID, err)
+		}
+	})
+}
+
 // TestLaunchReplicasChooseTheVariantThatFitsAll is the motivating failure (a): a 12.5 GiB Q8
 // model with a 7 GiB Q4 variant on 4× 11 GiB cards. With four generator replicas on the host,
 // each counts its peers in the generators bucket, so all four take Q4 on one card each
@@ -30,20 +49,7 @@ func TestLaunchReplicasChooseTheVariantThatFitsAll(t *testing.T) {
 `))
 	e := start(t, generator.Config{ID: "gen-0", GPUs: "4x11GiB", Host: testHost, Concurrency: 1}, map[string]string{"r1": cfg})
 	for i := 1; i < 4; i++ {
-		svc, err := generator.New(generator.Config{Names: e.Names, ID: fmt.Sprintf("gen-%d", i), GPUs: "4x11GiB", Host: testHost, Concurrency: 1},
-			e.Conn, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(e.ctx)
-		done := make(chan error, 1)
-		go func() { done <- svc.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("replica %d: Run returned %v", i, err)
-			}
-		})
+		e.startReplica(t, generator.Config{ID: fmt.Sprintf("gen-%d", i), GPUs: "4x11GiB", Host: testHost, Concurrency: 1})
 	}
 	gens, err := e.JS.KeyValue(e.ctx, e.Names.GeneratorsBucket())
 	if err != nil {

@@ -132,7 +132,7 @@ func (s *Service) Run(ctx context.Context) error {
 	var watch jetstream.KeyWatcher
 	defer func() {
 		if watch != nil {
-			stopWatch(watch)
+			natsx.StopWatch(watch)
 		}
 	}()
 	t := time.NewTicker(s.cfg.Tick)
@@ -207,25 +207,6 @@ func (s *Service) noteGenerator(e jetstream.KeyValueEntry) {
 		return // a body this build cannot read: that replica is not counted
 	}
 	s.generators[e.Key()] = g
-}
-
-// stopWatch stops a watch and drains it: nats.go delivers to the Updates channel from the
-// subscription's goroutine, which stays blocked on a full channel after Stop until someone
-// reads; the channel closes once that goroutine has ended.
-func stopWatch(w jetstream.KeyWatcher) {
-	_ = w.Stop()
-	limit := time.NewTimer(5 * time.Second)
-	defer limit.Stop()
-	for {
-		select {
-		case _, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-		case <-limit.C:
-			return
-		}
-	}
 }
 
 func (s *Service) warnOnce(run, msg string, err error) {

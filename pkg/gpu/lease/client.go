@@ -67,6 +67,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shoal-run/shoal/pkg/natsx"
+
 	"github.com/shoal-run/shoal/pkg/gpu"
 )
 
@@ -184,7 +186,7 @@ func (c *Client) Claim(ctx context.Context, inv gpu.Inventory, variants []gpu.Va
 	)
 	defer func() {
 		if watcher != nil {
-			stopWatch(watcher)
+			natsx.StopWatch(watcher)
 		}
 	}()
 	for {
@@ -429,25 +431,6 @@ func waitForChange(ctx context.Context, closed <-chan struct{}, w jetstream.KeyW
 			if settled == nil {
 				settled = time.After(settle)
 			}
-		}
-	}
-}
-
-// stopWatch stops a watch and drains it: nats.go delivers to the Updates channel from the
-// subscription's goroutine, which stays blocked on a full channel, even after Stop, until
-// someone reads. The channel closes once that goroutine has ended.
-func stopWatch(w jetstream.KeyWatcher) {
-	_ = w.Stop()
-	limit := time.NewTimer(5 * time.Second)
-	defer limit.Stop()
-	for {
-		select {
-		case _, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-		case <-limit.C:
-			return
 		}
 	}
 }
