@@ -1,6 +1,6 @@
 // Package sandbox runs one evaluation under confinement. A Launcher starts zygotes: Python
-// processes (zygote.py) in a network namespace of their own that, per job, fork a trusted
-// supervisor which forks the job's process as pid 1 of a fresh pid namespace, in a private
+// processes (zygote.py) in a network namespace of their own that fork, ahead of each job, a
+// trusted supervisor which forks the job's process as pid 1 of a fresh pid namespace, in a private
 // mount namespace (every mount read-only but the work dir; private /tmp, /dev/shm and
 // /proc), with rlimits (CPU time, file size, address space, processes, no core), a uid of
 // its own, no_new_privs and a clean environment. The supervisor enforces the wall-clock
@@ -8,8 +8,9 @@
 // or not. stdout, stderr and the evaluator's report travel over pipes this package reads
 // with a cap.
 //
-// A zygote prepared with an evaluator has imported it once, so each job costs a fork
-// instead of a fresh interpreter: that is the warm path. A zygote used for one job is the
+// A zygote prepared with an evaluator has imported it once and keeps standby jobs (forked,
+// namespaces made, mount tree prepared), so each job costs handing it over instead of a
+// fresh interpreter: that is the warm path. A zygote used for one job is the
 // cold path; both run the same confinement code.
 //
 // Protections the kernel or the privileges at hand do not allow are logged once each, with

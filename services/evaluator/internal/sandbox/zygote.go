@@ -130,11 +130,6 @@ type Zygote struct {
 	output *lockedCapture
 	waited chan struct{}
 
-	// standby holds sockets to standby jobs' inits, as the zygote makes them; refill says
-	// whether to ask for another each time one is taken (Prepare.Spares > 0).
-	standby chan *os.File
-	refill  bool
-
 	mu      sync.Mutex
 	pending map[uint64]chan reply
 	dead    bool
@@ -142,10 +137,6 @@ type Zygote struct {
 	nextID  uint64
 	readerD chan struct{}
 }
-
-// maxStandby bounds the standby jobs a zygote holds for Go at once; the zygote makes them
-// only when asked, so this is never reached in practice.
-const maxStandby = 256
 
 // reply is what a supervisor (or the zygote on start) sends.
 type reply struct {
@@ -163,7 +154,6 @@ type reply struct {
 	UID       *int     `json:"uid"`
 	Left      int      `json:"left"`
 	OutputLim bool     `json:"output_limit"`
-	Standby   bool     `json:"standby"`
 	died      bool
 }
 
@@ -185,11 +175,7 @@ func (l *Launcher) Start(ctx context.Context, p *Prepare) (*Zygote, error) {
 		return nil, fmt.Errorf("sandbox: control socket: %w", err)
 	}
 	ctl := fc.(*net.UnixConn)
-	z := &Zygote{
-		l: l, ctl: ctl, output: &lockedCapture{c: newCapture(DefaultMaxOutputBytes)},
-		standby: make(chan *os.File, maxStandby), refill: p != nil && p.Spares > 0,
-		pending: map[uint64]chan reply{}, waited: make(chan struct{}), readerD: make(chan struct{}),
-	}
+	z := &Zygote{l: l, ctl: ctl, output: &lockedCapture{c: newCapture(DefaultMaxOutputBytes)}, pending: map[uint64]chan reply{}, waited: make(chan struct{}), readerD: make(chan struct{})}
 	args := []string{l.python, l.script, "--control", "3", "--keep", l.Dir()}
 	env := zygoteEnv()
 	if p != nil {
@@ -214,7 +200,7 @@ func (l *Launcher) Start(ctx context.Context, p *Prepare) (*Zygote, error) {
 	rctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	stop := context.AfterFunc(rctx, func() { _ = ctl.SetReadDeadline(time.Now()) })
-	r, _, err := z.read()
+	r, err := z.read()
 	stop()
 	if err != nil {
 		z.kill()
@@ -285,41 +271,20 @@ func zygoteEnv() []string {
 	return []string{"PATH=" + path, "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "HOME=/nonexistent"}
 }
 
-// read reads one packet and the file descriptors that came with it.
-func (z *Zygote) read() (reply, []*os.File, error) {
+func (z *Zygote) read() (reply, error) {
 	buf := make([]byte, 1<<20)
-	oob := make([]byte, syscall.CmsgSpace(4*4))
-	n, oobn, _, _, err := z.ctl.ReadMsgUnix(buf, oob)
+	n, _, _, _, err := z.ctl.ReadMsgUnix(buf, nil)
 	if err != nil {
-		return reply{}, nil, err
-	}
-	var files []*os.File
-	if cmsgs, err := syscall.ParseSocketControlMessage(oob[:oobn]); err == nil {
-		for _, m := range cmsgs {
-			fds, _ := syscall.ParseUnixRights(&m)
-			for _, fd := range fds {
-				files = append(files, os.NewFile(uintptr(fd), "standby-job"))
-			}
-		}
+		return reply{}, err
 	}
 	if n == 0 {
-		closeFiles(files)
-		return reply{}, nil, io.EOF
+		return reply{}, io.EOF
 	}
 	var r reply
 	if err := json.Unmarshal(buf[:n], &r); err != nil {
-		closeFiles(files)
-		return reply{}, nil, fmt.Errorf("zygote reply: %w", err)
+		return reply{}, fmt.Errorf("zygote reply: %w", err)
 	}
-	return r, files, nil
-}
-
-func closeFiles(fs []*os.File) {
-	for _, f := range fs {
-		if f != nil {
-			f.Close()
-		}
-	}
+	return r, nil
 }
 
 // readLoop hands each supervisor's reply to its job; when the zygote ends, every pending job
@@ -327,16 +292,7 @@ func closeFiles(fs []*os.File) {
 func (z *Zygote) readLoop() {
 	defer close(z.readerD)
 	for {
-		r, files, err := z.read()
-		if r.Standby && len(files) == 1 {
-			select {
-			case z.standby <- files[0]:
-			default:
-				files[0].Close()
-			}
-			continue
-		}
-		closeFiles(files)
+		r, err := z.read()
 		if err != nil {
 			z.mu.Lock()
 			z.dead = true
@@ -399,14 +355,7 @@ func (z *Zygote) Close() error {
 		z.kill()
 	}
 	<-z.readerD
-	for {
-		select {
-		case f := <-z.standby:
-			f.Close()
-		default:
-			return nil
-		}
-	}
+	return nil
 }
 
 func (z *Zygote) kill() {
@@ -415,43 +364,7 @@ func (z *Zygote) kill() {
 	<-z.waited
 }
 
-// send hands a job to a standby init, asking the zygote for one when none is ready and for
-// a replacement when the zygote keeps spares. A standby whose init died (its socket
-// refuses the job) is dropped for the next.
-func (z *Zygote) send(ctx context.Context, packet, rights []byte) error {
-	for range 3 {
-		var f *os.File
-		select {
-		case f = <-z.standby:
-			if z.refill {
-				// After the job is on its way: the zygote's fork must not hold it up.
-				defer z.spawn()
-			}
-		default:
-			z.spawn()
-			select {
-			case f = <-z.standby:
-			case <-z.readerD:
-				return ErrZygoteDied
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		err := syscall.Sendmsg(int(f.Fd()), packet, rights, nil, syscall.MSG_NOSIGNAL)
-		f.Close()
-		if err == nil {
-			return nil
-		}
-	}
-	return errors.New("no standby job took it")
-}
-
-// spawn asks the zygote for one more standby job.
-func (z *Zygote) spawn() {
-	_, _ = z.ctl.Write([]byte(`{"spawn": 1}`))
-}
-
-// job is the packet a standby init receives.
+// job is the packet a zygote receives.
 type job struct {
 	ID         uint64            `json:"id"`
 	Kind       string            `json:"kind"`
@@ -529,15 +442,12 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 
 	packet, _ := json.Marshal(j)
 	rights := syscall.UnixRights(int(theirs[0].Fd()), int(theirs[1].Fd()), int(theirs[2].Fd()), int(theirs[3].Fd()))
-	err = z.send(ctx, packet, rights)
+	_, _, err = z.ctl.WriteMsgUnix(packet, rights, nil)
 	closeAll(theirs)
 	if err != nil {
 		z.mu.Lock()
 		delete(z.pending, j.ID)
 		z.mu.Unlock()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("sandbox: %w", ctx.Err())
-		}
 		return nil, fmt.Errorf("%w: send job: %w", ErrZygoteDied, err)
 	}
 	stdout, stderr := newCapture(maxOut), newCapture(maxOut)

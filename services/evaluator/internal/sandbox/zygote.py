@@ -7,26 +7,24 @@ The Go side (zygote.go) starts it, in a fresh network namespace where the kernel
 speaks over a SOCK_SEQPACKET socket at FD: one JSON packet per message.
 
     zygote -> Go   {"ready": true, "pid": N, "error": "...", "traceback": "...", "missing": [...]}
-    zygote -> Go   {"standby": true} with a socket to a standby job's init (SCM_RIGHTS)
-    Go -> zygote   {"spawn": n}: make n more standby jobs
-    Go -> init     {"id": N, "kind": "exec"|"evaluate", ...} with the write ends of three pipes
-                   (stdout, stderr, report) and the read end of a kill pipe, on its socket
+    Go -> zygote   {"id": N, "kind": "exec"|"evaluate", ...} with the write ends of three pipes
+                   (stdout, stderr, report) and the read end of a kill pipe as SCM_RIGHTS
     supervisor -> Go  {"id": N, "exit": code, "signal": n, "timed_out": bool, "left": n, ...}
 
 With --evaluator the zygote imports the evaluator (and so its heavy modules) once, before
-any job. It makes standby jobs ahead (--spares at start, then as Go asks), so that a job
-pays for neither the forks nor the namespaces nor the mounts (--keep: directories every job
-reads; --root: where the jobs' own work dirs live):
+any job. It keeps --spares supervisors on standby, each forked ahead with its namespaces
+made and its init's mount tree prepared (--keep: directories every job reads; --root: where
+the jobs' own directories live), so that a job pays for none of that:
 
     zygote --fork--> supervisor (trusted; never runs candidate code), ahead of the job
         unshare(mount, pid, ipc namespaces); child subreaper
         --fork--> init (pid 1 of the new pid namespace)
             every mount read-only, private /tmp, /dev/shm and /proc, the --keep dirs bound
-            back read-only; waits for a job on the socket Go holds
-    job: Go --> init --> supervisor (the job and the kill pipe, before any candidate code)
-        init binds the work dir (writable); rlimits; clean environment; its own uid (root
-        only); no_new_privs; then exec the command, or run evaluate(), write the report,
-        close its pipes and tell the supervisor it is done
+            back read-only; waits for the job
+    job: zygote --> init (the pipes) and its supervisor (the kill pipe), both at once
+            init binds the work dir (writable); rlimits; clean environment; its own uid (root
+            only); no_new_privs; then exec the command, or run evaluate(), write the report,
+            close its pipes and tell the supervisor it is done
         the supervisor waits for init with the wall-clock limit (SIGKILL past it) or for a
         kill request from Go (the output limit); when init says it is done, counts the
         processes it left running, replies, and lets init exit: the kernel then kills every
@@ -95,7 +93,6 @@ UID_BASE = 200000
 
 MAX_PACKET = 1 << 20
 MAX_FDS = 4
-MAX_SPAWN = 64
 
 # A standby supervisor and its init get ready at this niceness, so that they take the CPU
 # from no job running; each is set back to 0 when it gets its job (which needs root: a
@@ -174,14 +171,15 @@ def send(ctl, msg):
 
 
 class Zygote:
-    """Makes standby jobs: a supervisor forked ahead with its namespaces made, and its init
-    with the mount tree prepared. Each standby's socket goes to Go, which sends a job
-    straight to that init: a job pays for neither the forks nor the mounts, nor a hop
-    through the zygote. It makes `spares` at start and as many more as Go asks for."""
+    """Hands each job to a standby: a supervisor forked ahead with its namespaces made, and
+    its init with the mount tree prepared, so that a job pays for neither. init gets the
+    job's pipes, the supervisor the kill pipe. It keeps `spares` of them ready (none: one is
+    forked when a job comes, the cold path's case)."""
 
     def __init__(self, ctl, state, keep, roots, spares):
         self.ctl, self.state, self.keep, self.roots, self.spares = ctl, state, keep, roots, spares
         self.pid = os.getpid()
+        self.standby = collections.deque()
 
     def serve(self):
         # What the zygote holds now is shared with every job: keep the collector from
@@ -191,42 +189,79 @@ class Zygote:
             self.fork_standby()
         while True:
             try:
-                data = self.ctl.recv(MAX_PACKET)
+                data, fds, _, _ = socket.recv_fds(self.ctl, MAX_PACKET, MAX_FDS)
             except InterruptedError:
                 continue
             if not data:
                 return  # Go closed the socket: shut down; supervisors die with us (PDEATHSIG)
-            for _ in range(min(int(json.loads(data).get("spawn", 0)), MAX_SPAWN)):
+            try:
+                self.dispatch(data, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            while len(self.standby) < self.spares:
                 self.fork_standby()
 
-    def fork_standby(self):
-        go_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    def dispatch(self, data, fds):
         sys.stdout.flush()
         sys.stderr.flush()
+        if len(fds) != 4:
+            send(self.ctl, {"id": json.loads(data)["id"], "error": f"job came with {len(fds)} file descriptors, want 4"})
+            return
+        for _ in range(3):
+            if not self.standby:
+                self.fork_standby(fds)
+            sup, init, pid = self.standby.popleft()
+            try:
+                if BACKGROUND_NICE:
+                    os.setpriority(os.PRIO_PROCESS, pid, 0)
+                # init gets the pipes, the supervisor the kill pipe; both at once.
+                socket.send_fds(init, [data], fds[:3])
+            except OSError:
+                continue  # that standby died getting ready: the next one
+            finally:
+                init.close()
+            try:
+                socket.send_fds(sup, [data], fds[3:])
+                return
+            except OSError:
+                break  # its init dies with it (PDEATHSIG)
+            finally:
+                sup.close()
+        send(self.ctl, {"id": json.loads(data)["id"], "error": "no supervisor could be started"})
+
+    def fork_standby(self, job_fds=()):
+        """Forks a supervisor that gets ready and waits for a job; job_fds are the pipes of a
+        job in hand, which it must not hold (it gets them again with the job)."""
+        sup_ours, sup_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        init_ours, init_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                go_end.close()
+                sup_ours.close()
+                init_ours.close()
+                for sup, init, _ in self.standby:
+                    sup.close()
+                    init.close()
                 if BACKGROUND_NICE:
                     os.setpriority(os.PRIO_PROCESS, 0, BACKGROUND_NICE)
-                supervise(self.ctl, self.pid, init_end, self.state, self.keep, self.roots)
+                for fd in job_fds:
+                    os.close(fd)
+                supervise(self.ctl, self.pid, sup_theirs, init_theirs, self.state, self.keep, self.roots)
             except BaseException:
                 traceback.print_exc()
                 code = 70
             os._exit(code)
-        init_end.close()
-        try:
-            socket.send_fds(self.ctl, [json.dumps({"standby": True}).encode()], [go_end.fileno()])
-        finally:
-            go_end.close()
+        sup_theirs.close()
+        init_theirs.close()
+        self.standby.append((sup_ours, init_ours, pid))
 
 
-def supervise(ctl, zygote, init_end, state, keep, roots):
+def supervise(ctl, zygote, chan, init_chan, state, keep, roots):
     """A job's trusted supervisor. Before the job: make the mount, pid and IPC namespaces and
-    fork init, which prepares the mount tree and waits for the job from Go; init hands it
-    on (with the kill pipe) before it runs anything of the candidate's. Then: watch the job
-    and reply."""
+    fork init, which prepares the mount tree and waits for the job on init_chan. Then, as the
+    job comes (to init and, with the kill pipe, to us): watch it and reply."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != zygote:
@@ -253,7 +288,8 @@ def supervise(ctl, zygote, init_end, state, keep, roots):
     uid = UID_BASE + os.getpid() if os.geteuid() == 0 else None
     if uid is None:
         missing.append("a uid of its own per candidate (the service is not root)")
-    from_init, to_sup = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # placed: with a cgroup, init waits until we have moved it there.
+    placed_r, placed_w = os.pipe()
     # done: init says the evaluation returned and waits on go, so that what it left running
     # can be counted before its exit kills the namespace.
     done_r, done_w = os.pipe()
@@ -263,28 +299,39 @@ def supervise(ctl, zygote, init_end, state, keep, roots):
         code = 71
         try:
             ctl.close()
-            from_init.close()
-            for fd in (done_r, go_w):
+            chan.close()
+            for fd in (done_r, go_w, placed_w):
                 os.close(fd)
-            init(init_end, to_sup, state, mntns, pidns, uid, keep, roots, done_w, go_r)
+            init(init_chan, state, mntns, pidns, uid, keep, roots, done_w, go_r, placed_r)
         except BaseException:
             traceback.print_exc()
         os._exit(code)
-    for fd in (done_w, go_r):
+    for fd in (done_w, go_r, placed_r):
         os.close(fd)
-    init_end.close()
-    to_sup.close()
+    init_chan.close()
     if BACKGROUND_NICE:
         os.setpriority(os.PRIO_PROCESS, 0, 0)
 
     try:
-        data, fds, _, _ = socket.recv_fds(from_init, MAX_PACKET, 1)
+        data, fds, _, _ = socket.recv_fds(chan, MAX_PACKET, MAX_FDS)
     except OSError:
         data, fds = b"", []
+    chan.close()
     if not data:
-        os._exit(0)  # init died before a job came: the zygote is closing
+        os._exit(0)  # the zygote is closing
     start = time.monotonic()
+    if BACKGROUND_NICE:
+        os.setpriority(os.PRIO_PROCESS, pid, 0)
     job = json.loads(data)
+    try:
+        watch_job(ctl, job, fds, pid, uid, start, missing, pidns, placed_w, done_r, go_w)
+    except BaseException as exc:  # a bug of ours: say so rather than leave Go waiting
+        send(ctl, {"id": job["id"], "error": f"supervisor: {type(exc).__name__}: {exc}"})
+        raise
+
+
+def watch_job(ctl, job, fds, pid, uid, start, missing, pidns, placed_w, done_r, go_w):
+    """Places init in the job's cgroup, watches it and replies."""
     reply = {"id": job["id"], "missing": missing}
     if len(fds) != 1:
         reply["error"] = "job came without its kill pipe"
@@ -299,10 +346,10 @@ def supervise(ctl, zygote, init_end, state, keep, roots):
         except OSError as e:
             missing.append(f"cgroup ({e.strerror})")
         try:
-            from_init.send(b"placed")
+            os.write(placed_w, b"p")
         except OSError:
-            pass
-    from_init.close()
+            pass  # init died: its exit status says how
+    os.close(placed_w)
     timeout = job.get("timeout", 0)
     ended, left, killed, usage = watch(pid, start + timeout if timeout > 0 else None, done_r, go_w, kill_r, pidns)
     reply.update({"pid": pid, "uid": uid, "left": left, "output_limit": killed, "timed_out": not ended and not killed})
@@ -437,10 +484,9 @@ def reap_all():
             return
 
 
-def init(chan, sup, state, mntns, pidns, uid, keep, roots, done_w, go_r):
+def init(chan, state, mntns, pidns, uid, keep, roots, done_w, go_r, placed_r):
     """The job's process: pid 1 of its pid namespace. It prepares the mount tree before the
-    job comes; then hands the job to its supervisor, binds the work dir into the tree,
-    confines itself and runs the job."""
+    job comes, then binds the job's work dir into it, confines itself and runs the job."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     notes = []
     tree, broken = None, None
@@ -455,17 +501,10 @@ def init(chan, sup, state, mntns, pidns, uid, keep, roots, done_w, go_r):
     if not data:
         os._exit(0)
     chan.close()
-    if len(fds) != 4:
-        os._exit(72)
-    # The supervisor takes the job and the kill pipe before anything of the candidate's runs;
-    # with a cgroup, it places us there first.
-    kill = fds.pop()
-    socket.send_fds(sup, [data], [kill])
-    os.close(kill)
     job = json.loads(data)
     if job.get("cgroup"):
-        sup.recv(16)
-    sup.close()
+        os.read(placed_r, 1)  # anything of the candidate's runs in its cgroup
+    os.close(placed_r)
     out, err, report = fds
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
@@ -473,7 +512,7 @@ def init(chan, sup, state, mntns, pidns, uid, keep, roots, done_w, go_r):
     os.dup2(err, 2)
     for fd in (null, out, err):
         os.close(fd)
-    if broken:
+    if broken:  # never run a job unconfined
         print("sandbox: preparing the job's file system failed:\n" + broken, file=sys.stderr, flush=True)
         os._exit(71)
     for fd in (report, done_w, go_r):
