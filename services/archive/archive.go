@@ -373,11 +373,12 @@ func (s *Service) flush(ctx context.Context) {
 		state protocol.RunState
 		best  *protocol.Program
 	}
+	owner := s.owner() // the owner writes; a standby writes everything if it takes over
 	s.mu.Lock()
 	var todo []pending
 	for run := range s.dirty {
-		if !s.owner() {
-			break // the owner writes; this replica writes everything if it takes over
+		if !owner {
+			break
 		}
 		pop := s.pops[run]
 		p := pending{state: pop.State()}

@@ -57,17 +57,23 @@ type snapAxis struct {
 	Seen bool    `json:"seen"`
 }
 
-// Snapshot encodes the whole population. Two populations folded from the same results, one
-// of them restored from a snapshot part way, encode to the same bytes.
-func (p *Population) Snapshot() ([]byte, error) {
-	s := snapshot{V: snapshotVersion, Run: p.run, Next: p.next, State: p.state}
-	s.State.Islands, s.State.UpdatedAt = nil, s.State.UpdatedAt.UTC()
+// byOrder returns the programs in the order they were filed, so that encodings do not depend
+// on map order.
+func (p *Population) byOrder() []*member {
 	ms := make([]*member, 0, len(p.programs))
 	for _, m := range p.programs {
 		ms = append(ms, m)
 	}
 	slices.SortFunc(ms, func(a, b *member) int { return compareOrder(a.order, b.order) })
-	for _, m := range ms {
+	return ms
+}
+
+// Snapshot encodes the whole population. Two populations folded from the same results, one
+// of them restored from a snapshot part way, encode to the same bytes.
+func (p *Population) Snapshot() ([]byte, error) {
+	s := snapshot{V: snapshotVersion, Run: p.run, Next: p.next, State: p.state}
+	s.State.Islands, s.State.UpdatedAt = nil, s.State.UpdatedAt.UTC()
+	for _, m := range p.byOrder() {
 		s.Programs = append(s.Programs, snapMember{Program: m.Program, Order: m.order, Raw: m.raw, CopyOf: m.copyOf, Cell: m.cell})
 	}
 	for _, isl := range p.islands {

@@ -1,8 +1,6 @@
 package population
 
 import (
-	"slices"
-
 	"github.com/shoal-run/shoal/pkg/protocol"
 )
 
@@ -50,12 +48,7 @@ type ViewDimension struct {
 // View returns the population as a View.
 func (p *Population) View() View {
 	v := View{Iterations: p.state.Iterations, LastSeq: p.state.LastSeq, BestID: p.state.BestID}
-	ms := make([]*member, 0, len(p.programs))
-	for _, m := range p.programs {
-		ms = append(ms, m)
-	}
-	slices.SortFunc(ms, func(a, b *member) int { return compareOrder(a.order, b.order) })
-	for _, m := range ms {
+	for _, m := range p.byOrder() {
 		f := make(map[string]float64, len(p.axes))
 		for i, a := range p.axes {
 			f[a.name] = m.raw[i]
