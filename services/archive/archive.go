@@ -35,7 +35,9 @@ type Config struct {
 	Names protocol.Names
 	// ID names this replica in logs and events; default the host name.
 	ID string
-	// FlushInterval bounds how stale the runs bucket may be behind the fold; default 250ms.
+	// FlushInterval is how often ownership is checked and any state still unwritten is
+	// written; default 250ms. A fold does not wait for it: each fold asks for a flush at
+	// once, and folds that land while one is being written share the next.
 	FlushInterval time.Duration
 	// OwnerTTL is how long a dead replica keeps its runs: a standby takes them over within
 	// it; default 5s.
@@ -84,6 +86,9 @@ type Service struct {
 	dirty    map[string]bool
 	newBest  map[string]bool
 	caughtUp bool
+	// flushNow asks flushLoop to write what the fold changed (capacity 1: requests made
+	// while a flush is pending are one request).
+	flushNow chan struct{}
 	// since counts each run's results folded since its last snapshot.
 	since map[string]int
 }
@@ -97,7 +102,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	}
 	return &Service{
 		cfg: cfg, nc: nc, js: js, log: log.With("service", "archive"),
-		pops: map[string]*population.Population{}, dirty: map[string]bool{}, newBest: map[string]bool{},
+		pops: map[string]*population.Population{}, dirty: map[string]bool{}, newBest: map[string]bool{}, flushNow: make(chan struct{}, 1),
 		since: map[string]int{},
 	}, nil
 }
@@ -253,6 +258,14 @@ func (s *Service) foldOne(ctx context.Context, r *protocol.Result, seq uint64) {
 	if snap != nil {
 		s.writer.enqueue(snap)
 	}
+	if caughtUp && owner && !out.Covered && !out.Duplicate {
+		// The planner refills a run's tasks when its state moves: write it now, not on
+		// the next tick.
+		select {
+		case s.flushNow <- struct{}{}:
+		default:
+		}
+	}
 	if out.Duplicate {
 		s.log.Info("duplicate result ignored", "run", run, "candidate", r.Candidate.ID, "seq", seq)
 	}
@@ -312,6 +325,8 @@ func (s *Service) flushLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.flushNow:
+			s.flush(ctx)
 		case <-t.C:
 			s.syncOwnership(ctx)
 			if s.isCaughtUp() {

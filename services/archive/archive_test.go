@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -63,7 +64,13 @@ func env(t *testing.T) (*natstest.TestEnv, *runs.Store, *runconfig.Config) {
 // start runs an archive until the returned stop is called; stop waits for it to end.
 func start(t *testing.T, e *natstest.TestEnv) (stop func()) {
 	t.Helper()
-	svc, err := archive.New(archive.Config{Names: e.Names, ID: "archive-test", FlushInterval: 20 * time.Millisecond},
+	return startFlushing(t, e, 20*time.Millisecond)
+}
+
+// startFlushing is start with the archive's periodic flush every flush.
+func startFlushing(t *testing.T, e *natstest.TestEnv, flush time.Duration) (stop func()) {
+	t.Helper()
+	svc, err := archive.New(archive.Config{Names: e.Names, ID: "archive-test", FlushInterval: flush},
 		e.Conn, slog.New(slog.NewTextHandler(logOut(), nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -426,4 +433,26 @@ func logOut() io.Writer {
 		return os.Stderr
 	}
 	return io.Discard
+}
+
+// TestFoldedResultIsVisibleWithoutWaitingForTheTick: the planner refills a run's tasks when
+// its state moves, so a fold must reach the runs bucket at once, not on the periodic flush.
+func TestFoldedResultIsVisibleWithoutWaitingForTheTick(t *testing.T) {
+	e, store, _ := env(t)
+	const tick = 3 * time.Second
+	startFlushing(t, e, tick)
+	all := results(0, 5)
+	var took []time.Duration
+	for i, r := range all {
+		begin := time.Now()
+		publish(t, e, []*protocol.Result{r})
+		waitState(t, store, int64(i))
+		took = append(took, time.Since(begin))
+	}
+	slices.Sort(took)
+	// The median leaves the slowest folds to a loaded machine; it is far below the tick
+	// only when folds do not wait for it.
+	if median := took[len(took)/2]; median >= tick/4 {
+		t.Fatalf("median time from publish to visible state %v (all %v); want well under the %v flush tick", median, took, tick)
+	}
 }

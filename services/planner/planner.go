@@ -42,7 +42,9 @@ type Config struct {
 	// Slack is the extra fraction of tasks kept in flight beyond the models' concurrency, so
 	// a generator never waits for the planner; default 0.5.
 	Slack float64
-	// Tick is how often runs are re-planned; default 200ms.
+	// Tick is how often every run is re-planned whatever happened, for wall-time budgets
+	// and ownership changes; default 1s. A run is also planned as soon as its state or
+	// control changes in the runs bucket.
 	Tick time.Duration
 	// SampleTimeout bounds one sample request to the archive; default 2s.
 	SampleTimeout time.Duration
@@ -66,7 +68,7 @@ func (c *Config) setDefaults() {
 		c.Slack = 0.5
 	}
 	if c.Tick <= 0 {
-		c.Tick = 200 * time.Millisecond
+		c.Tick = time.Second
 	}
 	if c.SampleTimeout <= 0 {
 		c.SampleTimeout = 2 * time.Second
@@ -129,52 +131,103 @@ func (s *Service) Run(ctx context.Context) error {
 		defer cancel()
 		s.owners.Close(final)
 	}()
-	var watch jetstream.KeyWatcher
+	var gensWatch, runsWatch jetstream.KeyWatcher
 	defer func() {
-		if watch != nil {
-			natsx.StopWatch(watch)
+		for _, w := range []jetstream.KeyWatcher{gensWatch, runsWatch} {
+			if w != nil {
+				natsx.StopWatch(w)
+			}
 		}
 	}()
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
 	for {
-		if watch == nil {
+		if gensWatch == nil {
 			// The generators bucket is watched rather than listed each tick: pacing reads it
 			// for every model of every run.
-			if watch, err = gens.WatchAll(ctx); err != nil && ctx.Err() == nil {
+			if gensWatch, err = gens.WatchAll(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("watch generators", "err", err)
+			}
+		}
+		if runsWatch == nil {
+			// A run is planned again the moment the archive folds one of its results (its
+			// state moves) or the user changes its control, so a freed slot is refilled at
+			// once; the tick is only for clocks (wall-time budgets) and new owners.
+			if runsWatch, err = s.runs.KV().WatchFiltered(ctx, []string{protocol.RunStateKey("*"), protocol.RunControlKey("*")},
+				jetstream.UpdatesOnly(), jetstream.MetaOnly()); err != nil && ctx.Err() == nil {
+				s.log.Warn("watch runs", "err", err)
 			}
 		}
 		ids, err := s.runs.List(ctx)
 		if err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 			s.log.Warn("list runs", "err", err)
 		}
-		for _, run := range ids {
-			if !s.owns(ctx, run) {
-				continue
-			}
-			if err := s.planRun(ctx, run); err != nil && ctx.Err() == nil {
-				s.warnOnce(run, "plan run", err)
-			}
+		s.plan(ctx, ids)
+		var gensUpdates, runsUpdates <-chan jetstream.KeyValueEntry
+		if gensWatch != nil {
+			gensUpdates = gensWatch.Updates()
 		}
-		var updates <-chan jetstream.KeyValueEntry
-		if watch != nil {
-			updates = watch.Updates()
+		if runsWatch != nil {
+			runsUpdates = runsWatch.Updates()
 		}
 	wait:
 		for {
 			select {
 			case <-ctx.Done():
 				return nil
-			case e, ok := <-updates:
+			case e, ok := <-gensUpdates:
 				if !ok {
-					watch, updates = nil, nil // the watch ended (server restart): start another
+					gensWatch, gensUpdates = nil, nil // the watch ended (server restart): start another
 					continue
 				}
 				s.noteGenerator(e)
+			case e, ok := <-runsUpdates:
+				if !ok {
+					runsWatch = nil
+					break wait
+				}
+				s.plan(ctx, s.changedRuns(e, runsUpdates))
 			case <-t.C:
 				break wait
 			}
+		}
+	}
+}
+
+// changedRuns is the run of e and of every other update already waiting, each once, so a
+// burst of folds plans each run once.
+func (s *Service) changedRuns(e jetstream.KeyValueEntry, more <-chan jetstream.KeyValueEntry) []string {
+	var ids []string
+	add := func(e jetstream.KeyValueEntry) {
+		if e == nil {
+			return
+		}
+		if run, _, ok := strings.Cut(e.Key(), "."); ok && !slices.Contains(ids, run) {
+			ids = append(ids, run)
+		}
+	}
+	add(e)
+	for {
+		select {
+		case e, ok := <-more:
+			if !ok {
+				return ids
+			}
+			add(e)
+		default:
+			return ids
+		}
+	}
+}
+
+// plan plans each of ids that this replica owns.
+func (s *Service) plan(ctx context.Context, ids []string) {
+	for _, run := range ids {
+		if !s.owns(ctx, run) {
+			continue
+		}
+		if err := s.planRun(ctx, run); err != nil && ctx.Err() == nil {
+			s.warnOnce(run, "plan run", err)
 		}
 	}
 }
