@@ -41,6 +41,7 @@ type upOptions struct {
 	only                       []string
 	logLevel                   string
 	gpus, host                 string
+	pprof                      string
 	example                    string // an embedded example to evolve (examples.Names)
 	// replicaID names a planner or archive replica; empty takes the service's default
 	// (<service>-<host>-<pid>). Tests that run two replicas in one process set it.
@@ -94,6 +95,7 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "level of the log file (debug, info, warn, error)")
 	f.StringVar(&o.gpus, "gpus", os.Getenv("SHOAL_GPUS"), `GPUs for launch models: empty discovers them with NVML; "4x11GiB" declares them; "none" has none (env SHOAL_GPUS)`)
 	f.StringVar(&o.host, "host", os.Getenv("SHOAL_HOST"), "host name in the GPU lease bucket (default: the hostname; env SHOAL_HOST)")
+	f.StringVar(&o.pprof, "pprof", os.Getenv("SHOAL_PPROF"), "serve Go's profiles (CPU, blocking, mutex) on this address, e.g. 127.0.0.1:6060 (env SHOAL_PPROF)")
 	return cmd
 }
 
@@ -117,6 +119,11 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 		return err
 	}
 	defer closeLog()
+	if o.pprof != "" {
+		if err := servePprof(ctx, o.pprof, log); err != nil {
+			return err
+		}
+	}
 
 	url, _ := cmd.Flags().GetString("nats-url")
 	prefix, _ := cmd.Flags().GetString("prefix")

@@ -8,6 +8,7 @@ import (
 // Message is any body on the wire. Encode stamps its version.
 type Message interface {
 	setVersion(int)
+	version() int
 }
 
 // Meta is carried by every body: version, stable id (also the Nats-Msg-Id) and run.
@@ -18,6 +19,7 @@ type Meta struct {
 }
 
 func (m *Meta) setVersion(v int) { m.V = v }
+func (m *Meta) version() int      { return m.V }
 
 // Seed starts a run (with Config and BundleDigest) or adds a program to an existing run
 // (Program only). A body on shoal.seed.<run> that is not JSON is read as a bare program.

@@ -6,9 +6,9 @@
 package protocol
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 )
@@ -72,26 +72,33 @@ func Encode(m Message) ([]byte, error) {
 	return data, nil
 }
 
-// Decode checks size and version, then unmarshals data into m.
+// Decode checks size and version, then unmarshals data into m. The body is parsed once:
+// tasks carry whole prompts and programs, and every stage decodes one.
 func Decode(data []byte, m Message) error {
 	if len(data) > MaxBodyBytes {
 		return fmt.Errorf("decode %T: %w: %d bytes > %d", m, ErrTooLarge, len(data), MaxBodyBytes)
 	}
-	var env struct {
-		V *int `json:"v"`
+	// Still math.MinInt after decoding: the body had no "v" (or that very value).
+	const absent = math.MinInt
+	m.setVersion(absent)
+	err := json.Unmarshal(data, m)
+	if err != nil || m.version() == absent {
+		// A body of another version may not even fit this build's types: say so, rather
+		// than that it is malformed.
+		var env struct {
+			V *int `json:"v"`
+		}
+		switch perr := json.Unmarshal(data, &env); {
+		case perr == nil && env.V != nil && *env.V != Version:
+			return fmt.Errorf("decode %T: %w: v=%d, this build reads v=%d", m, ErrUnknownVersion, *env.V, Version)
+		case err != nil:
+			return fmt.Errorf("decode %T: %w: %v", m, ErrMalformed, err)
+		case env.V == nil:
+			return fmt.Errorf("decode %T: %w: no \"v\" field", m, ErrMalformed)
+		}
 	}
-	if err := json.Unmarshal(data, &env); err != nil {
-		return fmt.Errorf("decode %T: %w: %v", m, ErrMalformed, err)
-	}
-	if env.V == nil {
-		return fmt.Errorf("decode %T: %w: no \"v\" field", m, ErrMalformed)
-	}
-	if *env.V != Version {
-		return fmt.Errorf("decode %T: %w: v=%d, this build reads v=%d", m, ErrUnknownVersion, *env.V, Version)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(m); err != nil {
-		return fmt.Errorf("decode %T: %w: %v", m, ErrMalformed, err)
+	if v := m.version(); v != Version {
+		return fmt.Errorf("decode %T: %w: v=%d, this build reads v=%d", m, ErrUnknownVersion, v, Version)
 	}
 	return nil
 }

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/shoal-run/shoal/deploy/standin"
+	"github.com/shoal-run/shoal/pkg/protocol"
+)
+
+//go:embed testdata/polyfit
+var polyfit embed.FS
+
+// problem writes the polyfit problem into dir with its config filled in.
+func problem(dir string, fields map[string]string) error {
+	return fs.WalkDir(polyfit, "testdata/polyfit", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := polyfit.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		text := string(data)
+		for k, v := range fields {
+			text = strings.ReplaceAll(text, "{{"+k+"}}", v)
+		}
+		return os.WriteFile(filepath.Join(dir, filepath.Base(path)), []byte(text), 0o644)
+	})
+}
+
+// model is a stand-in model server listening on loopback.
+type model struct {
+	*standin.Server
+	url string
+	srv *http.Server
+}
+
+func startModel(cfg standin.Config) (*model, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	m := &model{Server: standin.New(cfg), url: "http://" + ln.Addr().String() + "/v1"}
+	m.srv = &http.Server{Handler: m.Server, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = m.srv.Serve(ln) }()
+	return m, nil
+}
+
+func (m *model) close() { _ = m.srv.Close() }
+
+// e2eResult is one run of `shoal up`, timed from outside.
+type e2eResult struct {
+	rate   float64 // evaluations per second in the steady state
+	wall   time.Duration
+	budget []hops
+	best   string
+	sizes  [3]int
+	busy   standin.Stats // the model server's, from the first task to the end
+}
+
+
+// upShape is how a measured `shoal up` is put together.
+type upShape struct {
+	iterations  int
+	concurrency int // the model's concurrency in the run config
+	// noop replaces the evaluator service with noopEvaluator.
+	noop bool
+	// generators is the number of generator replicas: the one in `shoal up` and the others
+	// as `shoal up --only generator` processes of their own.
+	generators int
+}
+
+// runUp runs `shoal up` on the polyfit problem the way a user does, with a stand-in model,
+// until the budget of iterations is spent, and times it from a second connection.
+func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config, evaluate time.Duration) (*e2eResult, error) {
+	iterations, concurrency := shape.iterations, shape.concurrency
+	m, err := startModel(mdl)
+	if err != nil {
+		return nil, err
+	}
+	defer m.close()
+	dir, err := os.MkdirTemp("", "shoal-bench-pipeline-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	prob := filepath.Join(dir, "polyfit")
+	if err := os.Mkdir(prob, 0o755); err != nil {
+		return nil, err
+	}
+	if err := problem(prob, map[string]string{"iterations": strconv.Itoa(iterations), "seed": "42",
+		"api_base": m.url, "concurrency": strconv.Itoa(concurrency)}); err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	state := filepath.Join(dir, "state")
+	args := []string{"up", "--fresh", "--state-dir", state, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--run", "bench"}
+	if shape.noop {
+		args = append(args, "--only", "planner,generator,archive")
+	}
+	cmd := exec.CommandContext(ctx, shoal, append(args, prob)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	nc, err := dialUp(ctx, port, state, exited)
+	if err != nil {
+		return nil, fmt.Errorf("%w\n%s", err, out.String())
+	}
+	defer nc.Close()
+	// The services provision the streams and buckets as they start.
+	var t *tap
+	for tries := 0; ; tries++ {
+		if t, err = startTap(ctx, nc, protocol.NewNames(""), "bench"); err == nil {
+			break
+		}
+		if tries == 500 {
+			return nil, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	defer t.stop()
+	svcCtx, stopServices := context.WithCancel(ctx)
+	defer stopServices()
+	if shape.noop {
+		go func() {
+			if err := noopEvaluator(svcCtx, nc, protocol.NewNames("")); err != nil && svcCtx.Err() == nil {
+				fmt.Fprintln(os.Stderr, "no-op evaluator:", err)
+			}
+		}()
+	}
+	for i := 1; i < shape.generators; i++ {
+		g := exec.CommandContext(svcCtx, shoal, "up", "--only", "generator", "--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", port),
+			"--state-dir", filepath.Join(dir, fmt.Sprintf("generator-%d", i)))
+		g.Stdout, g.Stderr = &out, &out
+		g.Cancel = func() error { return g.Process.Signal(syscall.SIGTERM) }
+		g.WaitDelay = 30 * time.Second
+		if err := g.Start(); err != nil {
+			return nil, err
+		}
+		defer func() { _ = g.Wait() }()
+	}
+	// The model's busy fraction is read over the steady state: from the first tenth of the
+	// results to nine tenths, leaving out the start and the drain at the end.
+	busy := make(chan standin.Stats, 1)
+	go func() {
+		skip, end := max(iterations/10, 5), iterations*9/10
+		reset := false
+		for svcCtx.Err() == nil {
+			n := t.resultCount()
+			if !reset && n >= skip {
+				m.Reset()
+				reset = true
+			}
+			if n >= end {
+				busy <- m.Stats()
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	if err := <-exited; err != nil {
+		return nil, fmt.Errorf("shoal up: %w\n%s", err, tail(out.String(), 2000))
+	}
+	r := &e2eResult{wall: time.Since(start), rate: t.rate(max(iterations/10, 5)), budget: t.budget(evaluate), sizes: t.sizes()}
+	select {
+	case r.busy = <-busy:
+	default:
+	}
+	if i := strings.LastIndex(out.String(), "best score"); i >= 0 {
+		r.best = strings.TrimSpace(strings.SplitN(out.String()[i:], "\n", 2)[0])
+	}
+	if n := t.resultCount(); n < iterations {
+		return nil, fmt.Errorf("the tap saw %d results of %d\n%s", n, iterations, tail(out.String(), 2000))
+	}
+	return r, nil
+}
+
+// dialUp connects to the NATS server of a starting `shoal up`, as a client of the CLI does.
+func dialUp(ctx context.Context, port int, stateDir string, exited <-chan error) (*nats.Conn, error) {
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		nc, err := nats.Connect(url, clientOptions(stateDir)...)
+		if err == nil {
+			return nc, nil
+		}
+		select {
+		case err := <-exited:
+			return nil, fmt.Errorf("shoal up exited before its server was reachable: %v", err)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("connect %s: %w", url, err)
+		}
+	}
+}
+
+// clientOptions are the options a CLI client of the `shoal up` in stateDir connects with.
+func clientOptions(stateDir string) []nats.Option {
+	return []nats.Option{nats.Name("bench-pipeline-tap")}
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// evaluateTime is what the polyfit evaluator's cascade costs per call on this machine in a
+// warm interpreter, outside shoal: what OpenEvolve's evaluate() of the same program costs.
+func evaluateTime(ctx context.Context, python string) (time.Duration, error) {
+	dir, err := os.MkdirTemp("", "shoal-bench-evaluate-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	if err := problem(dir, nil); err != nil {
+		return 0, err
+	}
+	script := `
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import evaluator
+p = sys.argv[1] + "/initial_program.py"
+for _ in range(50): evaluator.evaluate_stage1(p); evaluator.evaluate_stage2(p)
+n = 500
+t = time.perf_counter()
+for _ in range(n): evaluator.evaluate_stage1(p); evaluator.evaluate_stage2(p)
+print((time.perf_counter() - t) / n)
+`
+	out, err := exec.CommandContext(ctx, python, "-c", script, dir).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, ee.Stderr)
+		}
+		return 0, fmt.Errorf("time evaluate(): %w", err)
+	}
+	s, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+	if err != nil {
+		return 0, fmt.Errorf("time evaluate(): %q: %w", out, err)
+	}
+	return time.Duration(s * float64(time.Second)), nil
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}

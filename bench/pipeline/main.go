@@ -1,0 +1,188 @@
+// Command pipeline is `make bench-pipeline`: how much shoal's pipeline costs per candidate
+// beside the model and the evaluator, measured the way a user runs shoal (`shoal up` on an
+// OpenEvolve-layout problem with a cascade evaluator, a stand-in model server) and set
+// against a bare JetStream pipeline of the same shape in the same run. Every figure is
+// repeated; ratios compare figures of one run. See docs/benchmarks.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shoal-run/shoal/deploy/standin"
+)
+
+func main() {
+	shoal := flag.String("shoal", "bin/shoal", "the shoal binary to measure")
+	baseline := flag.String("baseline", "", "another shoal binary (an older build) to measure beside it")
+	evals := flag.Int("evals", 600, "evaluations per end-to-end run")
+	repeat := flag.Int("repeat", 3, "runs of each figure")
+	only := flag.String("only", "a,b,c", "scenarios: a (no-op pipeline vs raw JetStream), b (end to end, with the latency budget), c (model server saturation)")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bench(ctx, log, *shoal, *baseline, *evals, *repeat, strings.Split(*only, ",")); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-pipeline:", err)
+		os.Exit(1)
+	}
+}
+
+func bench(ctx context.Context, log *slog.Logger, shoal, baseline string, evals, repeat int, only []string) error {
+	python := os.Getenv("SHOAL_PYTHON")
+	if python == "" {
+		python = "python3"
+	}
+	if _, err := exec.LookPath(python); err != nil {
+		return err
+	}
+	for _, s := range only {
+		switch s {
+		case "a":
+			if err := benchNoop(ctx, log, shoal, evals, repeat); err != nil {
+				return err
+			}
+		case "c":
+			if err := benchSaturation(ctx, log, shoal, evals, repeat); err != nil {
+				return err
+			}
+		case "b":
+			if err := benchEndToEnd(ctx, log, shoal, baseline, python, evals, repeat); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("unknown scenario %q", s)
+		}
+	}
+	return nil
+}
+
+// benchEndToEnd is figures (b) and (d): evaluations per second at 3 and 12 tasks in flight,
+// and the latency budget of a candidate.
+func benchEndToEnd(ctx context.Context, log *slog.Logger, shoal, baseline, python string, evals, repeat int) error {
+	evaluate, err := evaluateTime(ctx, python)
+	if err != nil {
+		return err
+	}
+	log.Info("evaluate() of the polyfit cascade outside shoal", "ms", fmt.Sprintf("%.2f", float64(evaluate.Microseconds())/1000))
+	binaries := []string{shoal}
+	if baseline != "" {
+		binaries = append(binaries, baseline)
+	}
+	fmt.Printf("\n### (b) End to end: `shoal up`, polyfit with a 2-stage cascade (evaluate() %.2f ms), zero-latency stand-in, %d evaluations\n\n",
+		float64(evaluate.Microseconds())/1000, evals)
+	fmt.Println("| binary | tasks in flight | evaluations/s (each run) | median | wall s (median run) |")
+	fmt.Println("|---|---|---|---|---|")
+	budgets := map[string][]hops{}
+	for _, inflight := range []int{3, 12} {
+		for _, bin := range binaries {
+			var rates []float64
+			var walls []float64
+			for i := range repeat {
+				r, err := runUp(ctx, bin, upShape{iterations: evals, concurrency: inflight * 2 / 3, generators: 1}, standin.Config{Slots: 64}, evaluate)
+				if err != nil {
+					return fmt.Errorf("%s, %d in flight, run %d: %w", bin, inflight, i+1, err)
+				}
+				log.Info("run", "binary", bin, "in_flight", inflight, "evals_per_s", fmt.Sprintf("%.1f", r.rate), "wall", r.wall.Round(time.Millisecond), "best", r.best)
+				log.Info("budget", "binary", bin, "in_flight", inflight, "hops", describe(r.budget))
+				rates = append(rates, r.rate)
+				walls = append(walls, r.wall.Seconds())
+				key := fmt.Sprintf("%s|%d", bin, inflight)
+				budgets[key] = append(budgets[key], r.budget...)
+			}
+			fmt.Printf("| %s | %d | %s | %.1f | %.1f |\n", bin, inflight, joinf(rates, "%.1f"), quantile(rates, 0.5), quantile(walls, 0.5))
+		}
+	}
+	for _, inflight := range []int{3, 12} {
+		fmt.Printf("\n### (d) Latency budget of one candidate, %d tasks in flight (ms, all runs pooled)\n\n", inflight)
+		head := "| hop |"
+		rule := "|---|"
+		for _, bin := range binaries {
+			head += fmt.Sprintf(" %s p50 | p99 |", bin)
+			rule += "---|---|"
+		}
+		fmt.Println(head)
+		fmt.Println(rule)
+		for _, f := range hopFields {
+			row := "| " + f.name + " |"
+			for _, bin := range binaries {
+				col := column(budgets[fmt.Sprintf("%s|%d", bin, inflight)], f.get)
+				row += fmt.Sprintf(" %.1f | %.1f |", quantile(col, 0.5), quantile(col, 0.99))
+			}
+			fmt.Println(row)
+		}
+	}
+	return nil
+}
+
+func joinf(xs []float64, format string) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(parts, " / ")
+}
+
+// benchNoop is figure (a): shoal with a model and an evaluator that cost nothing (the
+// zero-latency stand-in, noopEvaluator) against the raw JetStream pipeline of the same shape.
+func benchNoop(ctx context.Context, log *slog.Logger, shoal string, evals, repeat int) error {
+	fmt.Printf("\n### (a) No-op model and evaluator: shoal against raw JetStream of the same shape, %d evaluations\n\n", evals)
+	fmt.Println("| tasks in flight | shoal evaluations/s (each run) | raw JetStream evaluations/s (each run) | shoal / raw (medians) |")
+	fmt.Println("|---|---|---|---|")
+	for _, inflight := range []int{3, 12, 48} {
+		var mine, raw []float64
+		for i := range repeat {
+			r, err := runUp(ctx, shoal, upShape{iterations: evals, concurrency: inflight * 2 / 3, noop: true, generators: 1}, standin.Config{Slots: 64}, 0)
+			if err != nil {
+				return fmt.Errorf("no-op pipeline, %d in flight, run %d: %w", inflight, i+1, err)
+			}
+			rr, err := rawPipeline(ctx, evals, inflight, r.sizes)
+			if err != nil {
+				return fmt.Errorf("raw pipeline, %d in flight, run %d: %w", inflight, i+1, err)
+			}
+			log.Info("no-op run", "in_flight", inflight, "shoal", fmt.Sprintf("%.1f", r.rate), "raw", fmt.Sprintf("%.1f", rr), "sizes", r.sizes, "hops", describe(r.budget))
+			mine, raw = append(mine, r.rate), append(raw, rr)
+		}
+		fmt.Printf("| %d | %s | %s | %.0f %% |\n", inflight, joinf(mine, "%.0f"), joinf(raw, "%.0f"), 100*quantile(mine, 0.5)/quantile(raw, 0.5))
+	}
+	return nil
+}
+
+// benchSaturation is figure (c): how busy shoal keeps a 64-slot model server, with 1, 2 and
+// 4 generator replicas, at 200 ms and 2 s a request. Evaluation is free (noopEvaluator) so
+// that only the planner, the generators and the archive stand between the server and its
+// next request; the server's standalone maximum is every slot busy all the time.
+func benchSaturation(ctx context.Context, log *slog.Logger, shoal string, evals, repeat int) error {
+	fmt.Printf("\n### (c) Saturation of a 64-slot stand-in model server (busy fraction of its slots, steady state)\n\n")
+	fmt.Println("| latency per request | generator replicas | evaluations | busy fraction (each run) | median |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, latency := range []time.Duration{200 * time.Millisecond, 2 * time.Second} {
+		// Enough evaluations for about 20 rounds of the server's 64 slots.
+		n := max(evals, 64*20)
+		if latency >= time.Second {
+			n = 64 * 8
+		}
+		for _, gens := range []int{1, 2, 4} {
+			var busy []float64
+			for i := range repeat {
+				r, err := runUp(ctx, shoal, upShape{iterations: n, concurrency: 64, noop: true, generators: gens},
+					standin.Config{Slots: 64, Latency: latency}, 0)
+				if err != nil {
+					return fmt.Errorf("saturation, %v, %d generators, run %d: %w", latency, gens, i+1, err)
+				}
+				log.Info("saturation run", "latency", latency, "generators", gens, "busy", fmt.Sprintf("%.3f", r.busy.BusyFraction), "rate", fmt.Sprintf("%.1f", r.rate), "queue_ms", r.busy.MeanQueueMS)
+				busy = append(busy, 100*r.busy.BusyFraction)
+			}
+			fmt.Printf("| %v | %d | %d | %s | %.1f %% |\n", latency, gens, n, joinf(busy, "%.1f %%"), quantile(busy, 0.5))
+		}
+	}
+	return nil
+}

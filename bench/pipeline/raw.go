@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shoal-run/shoal/pkg/natsx"
+)
+
+// rawPipeline is the yardstick for shoal's pipeline: JetStream alone, in the same shape and
+// on the same kind of server (embedded, file storage). Three streams (tasks and candidates
+// are work queues, results keep everything), a stage that turns each task into a candidate
+// and one that turns each candidate into a result, both doing nothing else, and a driver
+// that keeps inflight tasks in flight by publishing a new task for each result. Bodies
+// have the sizes of shoal's. It returns evaluations per second after the first tenth.
+func rawPipeline(ctx context.Context, n, inflight int, sizes [3]int) (float64, error) {
+	dir, err := os.MkdirTemp("", "shoal-bench-raw-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: filepath.Join(dir, "jetstream"), MaxPayload: 8 << 20})
+	if err != nil {
+		return 0, err
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect("raw")
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: "RAW_TASKS", Subjects: []string{"raw.task.>"}, Retention: jetstream.WorkQueuePolicy, Duplicates: 2 * time.Minute},
+		{Name: "RAW_CANDIDATES", Subjects: []string{"raw.candidate.>"}, Retention: jetstream.WorkQueuePolicy, Duplicates: 2 * time.Minute},
+		{Name: "RAW_RESULTS", Subjects: []string{"raw.result.>"}, Duplicates: 2 * time.Minute},
+	} {
+		if _, err := js.CreateStream(ctx, sc); err != nil {
+			return 0, err
+		}
+	}
+	body := func(size int) []byte { return []byte(strings.Repeat("x", max(size, 1))) }
+	task, cand, result := body(sizes[0]), body(sizes[1]), body(sizes[2])
+	stage := func(stream, out string, payload []byte) (jetstream.ConsumeContext, error) {
+		c, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: strings.ToLower(stream), AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			return nil, err
+		}
+		return c.Consume(func(m jetstream.Msg) {
+			id := m.Headers().Get("Nats-Msg-Id")
+			if _, err := js.Publish(ctx, out+id, payload, jetstream.WithMsgID(out+id)); err != nil {
+				_ = m.Nak()
+				return
+			}
+			_ = m.DoubleAck(ctx)
+		}, jetstream.PullMaxMessages(inflight))
+	}
+	gen, err := stage("RAW_TASKS", "raw.candidate.", cand)
+	if err != nil {
+		return 0, err
+	}
+	defer gen.Stop()
+	eval, err := stage("RAW_CANDIDATES", "raw.result.", result)
+	if err != nil {
+		return 0, err
+	}
+	defer eval.Stop()
+
+	var issued atomic.Int64
+	publishTask := func() error {
+		i := issued.Add(1)
+		if int(i) > n {
+			return nil
+		}
+		id := fmt.Sprintf("t%d", i)
+		_, err := js.Publish(ctx, "raw.task."+id, task, jetstream.WithMsgID(id))
+		return err
+	}
+	results, err := js.OrderedConsumer(ctx, "RAW_RESULTS", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return 0, err
+	}
+	it, err := results.Messages()
+	if err != nil {
+		return 0, err
+	}
+	defer it.Stop()
+	for range inflight {
+		if err := publishTask(); err != nil {
+			return 0, err
+		}
+	}
+	skip := n / 10
+	var first time.Time
+	for got := 1; got <= n; got++ {
+		if _, err := it.Next(); err != nil {
+			return 0, err
+		}
+		if got == skip+1 {
+			first = time.Now()
+		}
+		if err := publishTask(); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n-skip-1) / time.Since(first).Seconds(), nil
+}

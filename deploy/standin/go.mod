@@ -1,0 +1,3 @@
+module github.com/shoal-run/shoal/deploy/standin
+
+go 1.26.0
