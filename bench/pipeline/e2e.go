@@ -74,7 +74,6 @@ type e2eResult struct {
 	busy   standin.Stats // the model server's, from the first task to the end
 }
 
-
 // upShape is how a measured `shoal up` is put together.
 type upShape struct {
 	iterations  int

@@ -19,7 +19,7 @@ type Meta struct {
 }
 
 func (m *Meta) setVersion(v int) { m.V = v }
-func (m *Meta) version() int      { return m.V }
+func (m *Meta) version() int     { return m.V }
 
 // Seed starts a run (with Config and BundleDigest) or adds a program to an existing run
 // (Program only). A body on shoal.seed.<run> that is not JSON is read as a bare program.
