@@ -80,6 +80,8 @@ type upShape struct {
 	concurrency int // the model's concurrency in the run config
 	// noop replaces the evaluator service with noopEvaluator.
 	noop bool
+	// light taps results only (see startTap); the budget and the body sizes stay empty.
+	light bool
 	// generators is the number of generator replicas: the one in `shoal up` and the others
 	// as `shoal up --only generator` processes of their own.
 	generators int
@@ -136,7 +138,7 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 	// The services provision the streams and buckets as they start.
 	var t *tap
 	for tries := 0; ; tries++ {
-		if t, err = startTap(ctx, nc, protocol.NewNames(""), "bench"); err == nil {
+		if t, err = startTap(ctx, nc, protocol.NewNames(""), "bench", !shape.light); err == nil {
 			break
 		}
 		if tries == 500 {

@@ -137,18 +137,25 @@ func benchNoop(ctx context.Context, log *slog.Logger, shoal string, evals, repea
 	fmt.Printf("\n### (a) No-op model and evaluator: shoal against raw JetStream of the same shape, %d evaluations\n\n", evals)
 	fmt.Println("| tasks in flight | shoal evaluations/s (each run) | raw JetStream evaluations/s (each run) | shoal / raw (medians) |")
 	fmt.Println("|---|---|---|---|")
+	// A short run with the full tap learns the sizes of shoal's bodies for the raw pipeline.
+	probe, err := runUp(ctx, shoal, upShape{iterations: 100, concurrency: 2, noop: true, generators: 1}, standin.Config{Slots: 64}, 0)
+	if err != nil {
+		return fmt.Errorf("no-op pipeline, sizes: %w", err)
+	}
+	sizes := probe.sizes
+	log.Info("body sizes", "task", sizes[0], "candidate", sizes[1], "result", sizes[2], "hops", describe(probe.budget))
 	for _, inflight := range []int{3, 12, 48} {
 		var mine, raw []float64
 		for i := range repeat {
-			r, err := runUp(ctx, shoal, upShape{iterations: evals, concurrency: inflight * 2 / 3, noop: true, generators: 1}, standin.Config{Slots: 64}, 0)
+			r, err := runUp(ctx, shoal, upShape{iterations: evals, concurrency: inflight * 2 / 3, noop: true, light: true, generators: 1}, standin.Config{Slots: 64}, 0)
 			if err != nil {
 				return fmt.Errorf("no-op pipeline, %d in flight, run %d: %w", inflight, i+1, err)
 			}
-			rr, err := rawPipeline(ctx, evals, inflight, r.sizes)
+			rr, err := rawPipeline(ctx, evals, inflight, sizes)
 			if err != nil {
 				return fmt.Errorf("raw pipeline, %d in flight, run %d: %w", inflight, i+1, err)
 			}
-			log.Info("no-op run", "in_flight", inflight, "shoal", fmt.Sprintf("%.1f", r.rate), "raw", fmt.Sprintf("%.1f", rr), "sizes", r.sizes, "hops", describe(r.budget))
+			log.Info("no-op run", "in_flight", inflight, "shoal", fmt.Sprintf("%.1f", r.rate), "raw", fmt.Sprintf("%.1f", rr))
 			mine, raw = append(mine, r.rate), append(raw, rr)
 		}
 		fmt.Printf("| %d | %s | %s | %.0f %% |\n", inflight, joinf(mine, "%.0f"), joinf(raw, "%.0f"), 100*quantile(mine, 0.5)/quantile(raw, 0.5))
@@ -173,7 +180,7 @@ func benchSaturation(ctx context.Context, log *slog.Logger, shoal string, evals,
 		for _, gens := range []int{1, 2, 4} {
 			var busy []float64
 			for i := range repeat {
-				r, err := runUp(ctx, shoal, upShape{iterations: n, concurrency: 64, noop: true, generators: gens},
+				r, err := runUp(ctx, shoal, upShape{iterations: n, concurrency: 64, noop: true, light: true, generators: gens},
 					standin.Config{Slots: 64, Latency: latency}, 0)
 				if err != nil {
 					return fmt.Errorf("saturation, %v, %d generators, run %d: %w", latency, gens, i+1, err)

@@ -38,7 +38,10 @@ type seen[T any] struct {
 	msg T
 }
 
-func startTap(ctx context.Context, nc *nats.Conn, names protocol.Names, run string) (*tap, error) {
+//
+// A light tap (full false) only notes when each result was published, so that measuring
+// costs the machine next to nothing: no decoding, no budget.
+func startTap(ctx context.Context, nc *nats.Conn, names protocol.Names, run string, full bool) (*tap, error) {
 	t := &tap{tasks: map[string]time.Time{}, cands: map[string]seen[protocol.Candidate]{}}
 	sub := func(subject string, f func(time.Time, []byte)) error {
 		s, err := nc.Subscribe(subject, func(m *nats.Msg) { f(time.Now(), m.Data) })
@@ -46,6 +49,15 @@ func startTap(ctx context.Context, nc *nats.Conn, names protocol.Names, run stri
 			t.subs = append(t.subs, s)
 		}
 		return err
+	}
+	if !full {
+		err := sub(names.Result(run), func(at time.Time, data []byte) {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.bytes[2] += len(data)
+			t.results = append(t.results, seen[protocol.Result]{at: at})
+		})
+		return t, err
 	}
 	err := sub(names.Prefix+".task."+run+".>", func(at time.Time, data []byte) {
 		var task protocol.Task

@@ -92,6 +92,10 @@ type Service struct {
 	// other replicas are standbys for it. owning is what the loop last saw of each.
 	owners *leader.Set
 	owning map[string]bool
+	// states and controls are the last values of <run>.state and <run>.control, kept by
+	// the runs watch while it runs.
+	states   map[string]*protocol.RunState
+	controls map[string]*protocol.RunControl
 }
 
 // New returns a planner replica; Run starts it.
@@ -103,7 +107,8 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	}
 	return &Service{cfg: cfg, nc: nc, js: js, log: log.With("service", "planner"),
 		plans: map[string]*protocol.PlannerState{}, pending: map[string]int64{}, templates: map[string]*prompt.Templates{},
-		generators: map[string]protocol.Generator{}, warned: map[string]string{}, owning: map[string]bool{}}, nil
+		generators: map[string]protocol.Generator{}, warned: map[string]string{}, owning: map[string]bool{},
+		states: map[string]*protocol.RunState{}, controls: map[string]*protocol.RunControl{}}, nil
 }
 
 // Run plans every run until ctx ends.
@@ -153,10 +158,17 @@ func (s *Service) Run(ctx context.Context) error {
 			// A run is planned again the moment the archive folds one of its results (its
 			// state moves) or the user changes its control, so a freed slot is refilled at
 			// once; the tick is only for clocks (wall-time budgets) and new owners.
+			// What it carries is kept, so planning reads no key the watch delivered.
+			clear(s.states)
+			clear(s.controls)
 			if runsWatch, err = s.runs.KV().WatchFiltered(ctx, []string{protocol.RunStateKey("*"), protocol.RunControlKey("*")},
-				jetstream.UpdatesOnly(), jetstream.MetaOnly()); err != nil && ctx.Err() == nil {
+				jetstream.UpdatesOnly()); err != nil && ctx.Err() == nil {
 				s.log.Warn("watch runs", "err", err)
 			}
+		}
+		if runsWatch == nil {
+			clear(s.states) // nothing keeps them current: read the keys
+			clear(s.controls)
 		}
 		ids, err := s.runs.List(ctx)
 		if err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
@@ -202,7 +214,12 @@ func (s *Service) changedRuns(e jetstream.KeyValueEntry, more <-chan jetstream.K
 		if e == nil {
 			return
 		}
-		if run, _, ok := strings.Cut(e.Key(), "."); ok && !slices.Contains(ids, run) {
+		run, key, ok := strings.Cut(e.Key(), ".")
+		if !ok {
+			return
+		}
+		s.remember(run, key, e)
+		if !slices.Contains(ids, run) {
 			ids = append(ids, run)
 		}
 	}
@@ -216,6 +233,27 @@ func (s *Service) changedRuns(e jetstream.KeyValueEntry, more <-chan jetstream.K
 			add(e)
 		default:
 			return ids
+		}
+	}
+}
+
+// remember keeps the state or control value a watch delivered for run; a value that does not
+// decode is forgotten, so that planning reads the key itself.
+func (s *Service) remember(run, key string, e jetstream.KeyValueEntry) {
+	switch key {
+	case "state":
+		var st protocol.RunState
+		if e.Operation() == jetstream.KeyValuePut && protocol.Decode(e.Value(), &st) == nil {
+			s.states[run] = &st
+		} else {
+			delete(s.states, run)
+		}
+	case "control":
+		var ctl protocol.RunControl
+		if e.Operation() == jetstream.KeyValuePut && protocol.Decode(e.Value(), &ctl) == nil {
+			s.controls[run] = &ctl
+		} else {
+			delete(s.controls, run)
 		}
 	}
 }
@@ -242,6 +280,8 @@ func (s *Service) owns(ctx context.Context, run string) bool {
 		s.owning[run] = owns
 		delete(s.plans, run)
 		delete(s.pending, run)
+		delete(s.states, run)
+		delete(s.controls, run)
 	}
 	return owns
 }
@@ -277,9 +317,12 @@ func (s *Service) planRun(ctx context.Context, run string) error {
 	if err != nil {
 		return err
 	}
-	ctl, err := s.runs.Control(ctx, run)
-	if err != nil {
-		return err
+	ctl, ok := s.controls[run]
+	if !ok {
+		if ctl, err = s.runs.Control(ctx, run); err != nil {
+			return err
+		}
+		s.controls[run] = ctl
 	}
 	if pst.Status == protocol.RunDone && ctl.Extensions <= pst.Extensions {
 		return nil // only an extension wakes a finished run
@@ -288,12 +331,16 @@ func (s *Service) planRun(ctx context.Context, run string) error {
 	if err != nil {
 		return err
 	}
-	st, err := s.runs.State(ctx, run)
-	if errors.Is(err, runs.ErrUnknownRun) {
-		return nil // the seed is still being evaluated
-	}
-	if err != nil {
-		return err
+	st, ok := s.states[run]
+	if !ok {
+		st, err = s.runs.State(ctx, run)
+		if errors.Is(err, runs.ErrUnknownRun) {
+			return nil // the seed is still being evaluated
+		}
+		if err != nil {
+			return err
+		}
+		s.states[run] = st
 	}
 	if n, ok := s.pending[run]; ok {
 		if err := s.publishTask(ctx, spec, pst.LastModel, n); err != nil {
