@@ -38,7 +38,6 @@ type seen[T any] struct {
 	msg T
 }
 
-//
 // A light tap (full false) only notes when each result was published, so that measuring
 // costs the machine next to nothing: no decoding, no budget.
 func startTap(ctx context.Context, nc *nats.Conn, names protocol.Names, run string, full bool) (*tap, error) {

@@ -259,11 +259,16 @@ func (s *Server) reply(prompt string, seed *int64) string {
 		nv = v + rng.NormFloat64()*math.Max(math.Abs(v), 0.01)*s.cfg.Step
 	}
 	repl := strconv.FormatFloat(nv, 'g', 6, 64)
-	if !strings.ContainsAny(repl, ".e") && strings.Contains(lit, ".") {
-		repl += ".0"
-	}
-	if !strings.Contains(lit, ".") && !strings.ContainsAny(lit, "eE") {
-		repl = strconv.FormatInt(int64(math.Round(nv)), 10)
+	switch {
+	case !strings.ContainsAny(lit, ".eE"):
+		// An integer moves by at least one, or it would not move at all.
+		d := math.Round(nv - v)
+		if d == 0 {
+			d = float64(1 - 2*rng.IntN(2))
+		}
+		repl = strconv.FormatInt(int64(v+d), 10)
+	case !strings.ContainsAny(repl, ".eE"):
+		repl += ".0" // a float stays a float
 	}
 	newLine := line[:loc[2]] + repl + line[loc[3]:]
 	if newLine == line {

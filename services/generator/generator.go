@@ -41,8 +41,10 @@ type Config struct {
 	// Models is empty for a replica that serves every model of every run, or holds the one
 	// model this replica serves. Replicas of one model share a consumer and split its tasks.
 	Models []string
-	// Concurrency is how many tasks this replica works on at once; default 16. Each model's
-	// own concurrency (llm.models[].concurrency) further bounds the requests to its endpoint.
+	// Concurrency is how many tasks this replica works on at once; default 256, since a
+	// replica mostly waits on model servers, and a serving engine batches hundreds of
+	// requests. Each model's own concurrency (llm.models[].concurrency) bounds the requests
+	// to its endpoint, and the planner keeps no more tasks in flight than that allows.
 	Concurrency int
 	// Getenv reads API keys named in run configs ("${VAR}"); default os.Getenv.
 	Getenv func(string) string
@@ -74,7 +76,7 @@ func (c *Config) setDefaults() {
 		c.ID = fmt.Sprintf("generator-%s-%d", host, os.Getpid())
 	}
 	if c.Concurrency <= 0 {
-		c.Concurrency = 16
+		c.Concurrency = 256
 	}
 	if c.Getenv == nil {
 		c.Getenv = os.Getenv
