@@ -3,6 +3,8 @@ SHELL := /bin/bash
 MODULES := $(shell sed -n 's|^[[:space:]]*\./\(.*\)$$|\1|p' go.work)
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
+# go-nvml's cgo prologue calls functions that CUDA 13 deprecates; they are not shoal's to fix.
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 BIN := bin
 TEST_FLAGS ?= -race -count=1 -timeout 10m
 OUT ?= out/function_minimization
@@ -12,13 +14,14 @@ SEARCH_SEEDS ?= 5
 .DEFAULT_GOAL := help
 
 help: ## list targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 build: ## build bin/shoal and one binary per service
 	@mkdir -p $(BIN)
 	go build -ldflags "$(LDFLAGS)" -o $(BIN)/shoal ./cmd/shoal
 	@for s in planner generator evaluator archive; do \
 		go build -ldflags "$(LDFLAGS)" -o $(BIN)/$$s ./services/$$s/cmd/$$s || exit 1; done
+	go build -o $(BIN)/standin ./deploy/standin/cmd/standin
 
 run: build ## evolve examples/function_minimization with the mutate backend; best program lands in $(OUT)
 	$(BIN)/shoal up --fresh --output $(OUT)
@@ -35,6 +38,9 @@ bench: ## every benchmark in every module (figures in docs/benchmarks.md)
 	@echo "== GPU placement: replicas placed / VRAM leased (GiB) per strategy"
 	@cd pkg && go run ./gpu/internal/placebench
 
+bench-pipeline: build ## pipeline cost per candidate against raw JetStream, evaluations/s end to end, model-server saturation (docs/benchmarks.md)
+	go run ./bench/pipeline -shoal $(BIN)/shoal $(PIPELINE_FLAGS)
+
 bench-search: ## search quality: evolution vs random search, mean best score over seeds; table, and the plot in docs/bench-search.svg
 	go run ./bench/search -evals $(SEARCH_EVALS) -seeds $(SEARCH_SEEDS) -plot docs/bench-search.svg
 
@@ -48,4 +54,4 @@ tidy: ## go mod tidy in every module
 clean: ## remove build output and local run state
 	rm -rf $(BIN) out .shoal
 
-.PHONY: help build run test lint bench bench-search chaos tidy clean
+.PHONY: help build run test lint bench bench-pipeline bench-search chaos tidy clean
