@@ -41,6 +41,7 @@ type upOptions struct {
 	only                       []string
 	logLevel                   string
 	gpus, host                 string
+	profiles                   string // the generator's launch profiles file
 	example                    string // an embedded example to evolve (examples.Names)
 	// replicaID names a planner or archive replica; empty takes the service's default
 	// (<service>-<host>-<pid>). Tests that run two replicas in one process set it.
@@ -94,6 +95,7 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "level of the log file (debug, info, warn, error)")
 	f.StringVar(&o.gpus, "gpus", os.Getenv("SHOAL_GPUS"), `GPUs for launch models: empty discovers them with NVML; "4x11GiB" declares them; "none" has none (env SHOAL_GPUS)`)
 	f.StringVar(&o.host, "host", os.Getenv("SHOAL_HOST"), "host name in the GPU lease bucket (default: the hostname; env SHOAL_HOST)")
+	f.StringVar(&o.profiles, "profiles", os.Getenv("SHOAL_PROFILES"), "YAML file of the model-server profiles the generator may launch; run configs name one (env SHOAL_PROFILES)")
 	return cmd
 }
 
@@ -246,7 +248,7 @@ func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logg
 		}
 		return s.Run, nil
 	case "generator":
-		s, err := generator.New(generator.Config{Names: names, GPUs: o.gpus, Host: o.host}, nc, log)
+		s, err := generator.New(generator.Config{Names: names, GPUs: o.gpus, Host: o.host, ProfilesFile: o.profiles}, nc, log)
 		if err != nil {
 			return nil, err
 		}
