@@ -147,7 +147,8 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := run(svcCtx); err != nil {
+			// Cancelled while it started (the seed was refused at once) is no error of its own.
+			if err := run(svcCtx); err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("service stopped", "service", name, "err", err)
 				errs <- fmt.Errorf("%s: %w", name, err)
 			}
@@ -187,7 +188,11 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 		run = runIDFor(filepath.Base(filepath.Dir(p.program)))
 	}
 	warn := func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", s) }
-	cfg, err := seedRun(ctx, c, run, p, overrides{backend: o.backend, maxIterations: o.iterations}, warn)
+	so, err := upSeedOptions(o, services)
+	if err != nil {
+		return errors.Join(err, stop())
+	}
+	cfg, err := seedProblem(ctx, c, run, p, so, warn)
 	if err != nil {
 		return errors.Join(err, stop())
 	}
@@ -313,6 +318,10 @@ func follow(ctx context.Context, c *client, run string, cfg *runconfig.Config, w
 		}
 		bar.Describe(desc)
 		_ = bar.Set64(st.Iterations)
+		if err == nil && pst.Status == protocol.RunFailed {
+			_ = bar.Exit()
+			return false, runFailed(w, run, pst, st)
+		}
 		if err == nil && pst.Status == protocol.RunDone {
 			_ = bar.Finish()
 			fmt.Fprintf(w, "\nrun %s done (%s): %d iterations, %d failed, best score %.6g (seed %.6g)\n",

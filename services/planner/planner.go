@@ -228,8 +228,8 @@ func (s *Service) planRun(ctx context.Context, run string) error {
 	if err != nil {
 		return err
 	}
-	if pst.Status == protocol.RunDone && ctl.Extensions <= pst.Extensions {
-		return nil // only an extension wakes a finished run
+	if pst.Status == protocol.RunDone && ctl.Extensions <= pst.Extensions || pst.Status == protocol.RunFailed {
+		return nil // only an extension wakes a finished run; nothing wakes a failed one
 	}
 	spec, err := s.runs.Spec(ctx, run)
 	if err != nil {
@@ -240,6 +240,9 @@ func (s *Service) planRun(ctx context.Context, run string) error {
 		return nil // the seed is still being evaluated
 	}
 	if err != nil {
+		return err
+	}
+	if open, err := s.seedGate(ctx, pst, st); !open {
 		return err
 	}
 	if n, ok := s.pending[run]; ok {
