@@ -136,6 +136,11 @@ func chaos(ctx context.Context, o options) (*summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The launched stand-in is the generators' profile: a run config only names it.
+	profilesPath := filepath.Join(o.workdir, "profiles.yaml")
+	if err := os.WriteFile(profilesPath, []byte(profiles(standin)), 0o644); err != nil {
+		return nil, err
+	}
 	var fleet []*replica
 	for _, svc := range []string{"archive", "planner", "generator", "evaluator"} {
 		for i := range o.replicas[svc] {
@@ -143,7 +148,7 @@ func chaos(ctx context.Context, o options) (*summary, error) {
 				logPath: filepath.Join(o.workdir, fmt.Sprintf("%s-%d.log", svc, i)),
 				env:     []string{"SHOAL_NATS_URL=" + url}}
 			if svc == "generator" {
-				r.env = append(r.env, "SHOAL_GPUS=2x24GiB", "SHOAL_HOST="+host, "SHOAL_CONCURRENCY=8")
+				r.env = append(r.env, "SHOAL_GPUS=2x24GiB", "SHOAL_HOST="+host, "SHOAL_CONCURRENCY=8", "SHOAL_PROFILES="+profilesPath)
 			}
 			fleet = append(fleet, r)
 		}
@@ -162,7 +167,7 @@ func chaos(ctx context.Context, o options) (*summary, error) {
 	// The run: the example's evaluator and program, with a config that uses both the mutate
 	// backend and a launched model server on leased (declared) GPUs.
 	cfgPath := filepath.Join(o.workdir, "config.yaml")
-	if err := os.WriteFile(cfgPath, []byte(runConfig(o.iterations, standin)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(runConfig(o.iterations)), 0o644); err != nil {
 		return nil, err
 	}
 	seed := exec.CommandContext(ctx, bin("shoal"), "seed", "--nats-url", url, "--run", run, "--config", cfgPath,
@@ -406,7 +411,17 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func runConfig(iterations int64, standin string) string {
+func profiles(standin string) string {
+	return fmt.Sprintf(`profiles:
+  standin:
+    command: ["python3", %q, "--port", "{port}", "--model-name", "{model}"]
+    variants:
+      - name: small
+        need_gib: 16
+`, standin)
+}
+
+func runConfig(iterations int64) string {
 	return fmt.Sprintf(`max_iterations: %d
 random_seed: 7
 llm:
@@ -419,18 +434,14 @@ llm:
       backend: launch
       concurrency: 2
       weight: 1
-      launch:
-        command: ["python3", %q, "--port", "{port}", "--model-name", "{model}"]
-        variants:
-          - name: small
-            need_gib: 16
+      launch: {profile: standin}
 database:
   population_size: 200
   num_islands: 3
 evaluator:
   timeout: 20
   cascade_evaluation: false
-`, iterations, standin)
+`, iterations)
 }
 
 func printSummary(s summary, o options) {

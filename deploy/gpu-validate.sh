@@ -14,6 +14,15 @@ export PYTHONUNBUFFERED=1
 { echo "## shoal gpus"; bin/shoal gpus; echo; echo "## nvidia-smi";
   nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used --format=csv; } | tee "$out/gpus.txt"
 
+cat > "$work/profiles.yaml" <<EOF
+profiles:
+  standin:
+    command: [python3, $root/deploy/standin/server.py, --port, "{port}", --weights-mib, "$((weights * 1024))", --model-name, "{model}"]
+    health_path: /health
+    startup_timeout: 300
+    variants:
+      - {name: need-${need}g, need_gib: $need, group_sizes: [$groups]}
+EOF
 cat > "$work/config.yaml" <<EOF
 max_iterations: 12
 llm:
@@ -22,18 +31,13 @@ llm:
       backend: launch
       concurrency: 2
       timeout: 120
-      launch:
-        command: [python3, $root/deploy/standin/server.py, --port, "{port}", --weights-mib, "$((weights * 1024))", --model-name, "{model}"]
-        health_path: /health
-        startup_timeout: 300
-        variants:
-          - {name: need-${need}g, need_gib: $need, group_sizes: [$groups]}
+      launch: {profile: standin}
 evaluator:
   timeout: 30
   cascade_evaluation: false
 EOF
 E=examples/function_minimization
-bin/shoal up --fresh --state-dir "$work/state" --config "$work/config.yaml" --evaluator $E/evaluator.py \
+bin/shoal up --fresh --state-dir "$work/state" --profiles "$work/profiles.yaml" --config "$work/config.yaml" --evaluator $E/evaluator.py \
   --program $E/initial_program.py --output "$out/best" > "$out/up.txt" 2>&1 &
 up=$!
 : > "$out/samples.txt"

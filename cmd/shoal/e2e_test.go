@@ -293,7 +293,7 @@ func TestEndToEndOpenAIBackend(t *testing.T) {
 max_iterations: 6
 llm:
   api_base: %s/v1
-  api_key: test-key
+  api_key: ${SHOAL_E2E_API_KEY}
   models:
     - name: stand-in
       concurrency: 2

@@ -19,7 +19,7 @@ import (
 
 	"github.com/shoal-run/shoal/examples"
 	"github.com/shoal-run/shoal/pkg/bundle"
-	"github.com/shoal-run/shoal/pkg/natsx"
+	"github.com/shoal-run/shoal/pkg/program"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/services/planner"
@@ -164,14 +164,43 @@ func runIDFor(name string) string {
 	return id
 }
 
-// seedRun validates the config, stores the evaluator's bundle and publishes the seed of run.
-// It returns the parsed config so the caller can follow the run.
+// seedOptions say how a problem is seeded.
+type seedOptions struct {
+	overrides
+	// checkProfiles refuses a launched model whose profile is not in profiles: `shoal up`
+	// knows what its own generator may launch.
+	checkProfiles bool
+	profiles      runconfig.Profiles
+	// exclude are paths never packed into the evaluator's bundle, absolute or relative to
+	// it: shoal's state dir and the --output dir, wherever the problem is.
+	exclude []string
+	// wait bounds the wait for the archive to take the seed; 0 is defaultSeedWait.
+	wait time.Duration
+}
+
+// defaultSeedWait is how long `shoal seed` and `shoal up` wait for the archive to take a
+// seed: it answers in milliseconds when it runs, so this is for one that is starting.
+const defaultSeedWait = 30 * time.Second
+
+// seedRun seeds a new run with the default options; see seedProblem.
 func seedRun(ctx context.Context, c *client, run string, p *problem, o overrides, warn func(string)) (*runconfig.Config, error) {
+	return seedProblem(ctx, c, run, p, seedOptions{overrides: o}, warn)
+}
+
+// seedProblem validates the config and the program, stores the evaluator's bundle, publishes
+// the seed of run and waits until the archive has taken it. It returns the parsed config so
+// the caller can follow the run. Everything that can be refused here is, before anything is
+// published: a config with a command or a literal key, an empty or non-UTF-8 program, an
+// unknown launch profile, a bundle over its limit.
+func seedProblem(ctx context.Context, c *client, run string, p *problem, o seedOptions, warn func(string)) (*runconfig.Config, error) {
 	if err := protocol.ValidateRunID(run); err != nil {
 		return nil, err
 	}
+	if err := program.CheckText(p.programText); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.program, err)
+	}
 	o.evaluatorFile = filepath.Base(p.evaluator)
-	text, err := applyOverrides(p.configText, o)
+	text, err := applyOverrides(p.configText, o.overrides)
 	if err != nil {
 		return nil, err
 	}
@@ -182,12 +211,17 @@ func seedRun(ctx context.Context, c *client, run string, p *problem, o overrides
 	for _, w := range warnings {
 		warn("config: " + w.String())
 	}
+	if o.checkProfiles {
+		if err := o.profiles.Check(cfg); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+	}
 	evalDir := filepath.Dir(p.evaluator)
-	exclude := []string{}
+	exclude := append([]string{"config.yaml"}, o.exclude...)
 	if rel, err := filepath.Rel(evalDir, p.program); err == nil && !strings.HasPrefix(rel, "..") {
 		exclude = append(exclude, rel)
 	}
-	data, digest, err := bundle.Pack(evalDir, append(exclude, "config.yaml")...)
+	data, digest, err := bundle.PackWith(evalDir, bundle.Options{Exclude: exclude})
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +253,7 @@ func seedRun(ctx context.Context, c *client, run string, p *problem, o overrides
 		CreatedAt:    time.Now().UTC(),
 		Templates:    templates,
 	}
-	if _, err := natsx.Publish(ctx, c.js, c.names.Seed(run), seed.ID, seed); err != nil {
+	if err := publishSeed(ctx, c, seed, o.wait); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -244,4 +278,32 @@ func readTemplates(cfg *runconfig.Config, p *problem, warn func(string)) (map[st
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return templates, nil
+}
+
+// upSeedOptions are the seed options of `shoal up`: its generator's launch profiles are
+// checked when it runs one, and its state dir and --output never go into a bundle.
+func upSeedOptions(o upOptions, services []string) (seedOptions, error) {
+	so := seedOptions{overrides: overrides{backend: o.backend, maxIterations: o.iterations}}
+	for _, dir := range []string{o.stateDir, o.output} {
+		if dir == "" {
+			continue
+		}
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return so, err
+		}
+		so.exclude = append(so.exclude, abs)
+	}
+	if !slices.Contains(services, "generator") {
+		return so, nil
+	}
+	so.checkProfiles = true
+	if o.profiles != "" {
+		ps, _, err := runconfig.LoadProfiles(o.profiles)
+		if err != nil {
+			return so, fmt.Errorf("--profiles: %w", err)
+		}
+		so.profiles = ps
+	}
+	return so, nil
 }

@@ -1,27 +1,36 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-run/shoal/pkg/natsx"
+	prog "github.com/shoal-run/shoal/pkg/program"
 	"github.com/shoal-run/shoal/pkg/protocol"
 )
 
 func seedCmd() *cobra.Command {
 	var config, evaluator, program, run, backend string
 	var iterations int64
+	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "seed --run RUN [--config C --evaluator E] (--program P | P)",
 		Short: "Start a run on a running deployment, or add a program to an existing run",
 		Long: `seed publishes to shoal.seed.<run>. With --config and --evaluator it starts a new run: the
 evaluator's directory is stored in the bundles object store and the config and seed program are
 published. With a program alone it adds that program to an existing run, as
-'nats pub shoal.seed.<run> < program.py' does.`,
+'nats pub shoal.seed.<run> < program.py' does.
+
+seed returns once the archive has taken the seed, and fails with the archive's reason when it
+refuses it (an empty or non-UTF-8 program, a run that does not exist, a config that differs
+from the run's), or when no archive answers within --wait.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
@@ -42,7 +51,8 @@ published. With a program alone it adds that program to an existing run, as
 					return err
 				}
 				warn := func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", s) }
-				if _, err := seedRun(ctx, c, run, p, overrides{backend: backend, maxIterations: iterations}, warn); err != nil {
+				o := seedOptions{overrides: overrides{backend: backend, maxIterations: iterations}, wait: wait}
+				if _, err := seedProblem(ctx, c, run, p, o, warn); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "seeded run %s\n", run)
@@ -58,13 +68,16 @@ published. With a program alone it adds that program to an existing run, as
 			if err != nil {
 				return err
 			}
+			if err := prog.CheckText(text); err != nil {
+				return fmt.Errorf("%s: %w", program, err)
+			}
 			seed := &protocol.Seed{
 				Meta:        protocol.Meta{ID: fmt.Sprintf("seed-%s-%d", run, time.Now().UnixNano()), Run: run},
 				Program:     string(text),
 				ProgramName: filepath.Base(program),
 				CreatedAt:   time.Now().UTC(),
 			}
-			if _, err := natsx.Publish(ctx, c.js, c.names.Seed(run), seed.ID, seed); err != nil {
+			if err := publishSeed(ctx, c, seed, wait); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "added %s to run %s\n", program, run)
@@ -78,5 +91,61 @@ published. With a program alone it adds that program to an existing run, as
 	f.StringVar(&program, "program", "", "seed program")
 	f.StringVar(&backend, "backend", "", `"mutate" replaces the config's models`)
 	f.Int64Var(&iterations, "iterations", 0, "override max_iterations (new run)")
+	f.DurationVar(&wait, "wait", defaultSeedWait, "how long to wait for the archive to take the seed")
 	return cmd
+}
+
+// publishSeed publishes seed and waits until the archive has taken it, so that "seeded" means
+// the run exists. The archive answers every seed with an event of the run naming the seed's
+// candidate: accepted, or an error with the reason it was refused. wait bounds the wait (0:
+// defaultSeedWait); a seed no archive takes stays in the SEEDS stream for the next one.
+func publishSeed(ctx context.Context, c *client, seed *protocol.Seed, wait time.Duration) error {
+	if wait <= 0 {
+		wait = defaultSeedWait
+	}
+	candidate := protocol.SeedCandidateID(seed.Run, seed.ID)
+	answers := make(chan protocol.Event, 1)
+	// Subscribed before the publish, so the answer cannot come first.
+	sub, err := c.nc.Subscribe(c.names.RunEvents(seed.Run), func(m *nats.Msg) {
+		var ev protocol.Event
+		if protocol.Decode(m.Data, &ev) != nil || ev.CandidateID != candidate {
+			return
+		}
+		select {
+		case answers <- ev:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("watch run %s for the archive's answer: %w", seed.Run, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := c.nc.FlushTimeout(10 * time.Second); err != nil {
+		return fmt.Errorf("watch run %s for the archive's answer: %w", seed.Run, err)
+	}
+	ack, err := natsx.Publish(ctx, c.js, c.names.Seed(seed.Run), seed.ID, seed)
+	if err != nil {
+		return err
+	}
+	if ack.Duplicate {
+		// The same seed was published moments ago: its answer has gone by.
+		if _, err := c.runs.Spec(ctx, seed.Run); err == nil {
+			return nil
+		}
+		return fmt.Errorf("%w: the same seed of run %s was published moments ago and the run does not exist (yet); see `shoal status --run %s`", errSeedNoAnswer, seed.Run, seed.Run)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case ev := <-answers:
+		if ev.Kind == protocol.EventError {
+			return fmt.Errorf("%w: %s", errSeedRejected, strings.TrimPrefix(ev.Message, "seed rejected: "))
+		}
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%w: no archive answered within %s (is one running on this deployment?); the seed stays in %s and an archive takes it when it starts: `shoal status --run %s` shows the run then",
+			errSeedNoAnswer, wait, c.names.SeedsStream(), seed.Run)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

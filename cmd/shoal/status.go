@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -32,6 +34,7 @@ func statusCmd() *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			failed := map[string]string{} // run → why, in full below the table
 			fmt.Fprintln(tw, "RUN\tSTATUS\tITERATIONS\tIN FLIGHT\tFAILED\tPOPULATION\tBEST\tSEED\tSTOP REASON")
 			for _, id := range ids {
 				spec, err := c.runs.Spec(ctx, id)
@@ -47,6 +50,11 @@ func statusCmd() *cobra.Command {
 				if status == "" {
 					status = "seeded"
 				}
+				reason := pst.StopReason
+				if pst.Status == protocol.RunFailed {
+					failed[id] = reason
+					reason, _, _ = strings.Cut(reason, "\n") // a traceback follows below the table
+				}
 				ctl, err := c.runs.Control(ctx, id)
 				if err != nil {
 					return err
@@ -60,16 +68,31 @@ func statusCmd() *cobra.Command {
 				}
 				st, err := c.runs.State(ctx, id)
 				if err != nil {
-					fmt.Fprintf(tw, "%s\t%s\t0/%s\t-\t-\t-\t-\t-\t%s\n", id, status, maxIter, pst.StopReason)
+					fmt.Fprintf(tw, "%s\t%s\t0/%s\t-\t-\t-\t-\t-\t%s\n", id, status, maxIter, reason)
 					continue
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%d/%s\t%d\t%d\t%d\t%.6g\t%.6g\t%s\n", id, status, st.Iterations, maxIter,
-					max(pst.Issued-st.Iterations, 0), st.Failed, st.Population, st.BestScore, st.SeedScore, pst.StopReason)
+					max(pst.Issued-st.Iterations, 0), st.Failed, st.Population, st.BestScore, st.SeedScore, reason)
 			}
 			printDeadCounts(ctx, tw, c, ids)
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, id := range ids {
+				if why, ok := failed[id]; ok {
+					fmt.Fprintf(cmd.OutOrStdout(), "\nrun %s failed: %s\n", id, why)
+				}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&run, "run", "", "show one run")
 	return cmd
+}
+
+// runFailed reports a run that ended as failed: what was folded, and the reason (the
+// seed's evaluator error) in full, since it is what the user must fix.
+func runFailed(w io.Writer, run string, pst *protocol.PlannerState, st *protocol.RunState) error {
+	fmt.Fprintf(w, "\nrun %s failed after %d seed(s) and %d iterations\n", run, st.Seeds, st.Iterations)
+	return fmt.Errorf("%w: run %s: %s", errRunFailed, run, pst.StopReason)
 }

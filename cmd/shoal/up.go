@@ -42,6 +42,7 @@ type upOptions struct {
 	logLevel                   string
 	gpus, host                 string
 	pprof                      string
+	profiles                   string // the generator's launch profiles file
 	example                    string // an embedded example to evolve (examples.Names)
 	// replicaID names a planner or archive replica; empty takes the service's default
 	// (<service>-<host>-<pid>). Tests that run two replicas in one process set it.
@@ -96,6 +97,7 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.StringVar(&o.gpus, "gpus", os.Getenv("SHOAL_GPUS"), `GPUs for launch models: empty discovers them with NVML; "4x11GiB" declares them; "none" has none (env SHOAL_GPUS)`)
 	f.StringVar(&o.host, "host", os.Getenv("SHOAL_HOST"), "host name in the GPU lease bucket (default: the hostname; env SHOAL_HOST)")
 	f.StringVar(&o.pprof, "pprof", os.Getenv("SHOAL_PPROF"), "serve Go's profiles (CPU, blocking, mutex) on this address, e.g. 127.0.0.1:6060 (env SHOAL_PPROF)")
+	f.StringVar(&o.profiles, "profiles", os.Getenv("SHOAL_PROFILES"), "YAML file of the model-server profiles the generator may launch; run configs name one (env SHOAL_PROFILES)")
 	return cmd
 }
 
@@ -152,7 +154,8 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := run(svcCtx); err != nil {
+			// Cancelled while it started (the seed was refused at once) is no error of its own.
+			if err := run(svcCtx); err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("service stopped", "service", name, "err", err)
 				errs <- fmt.Errorf("%s: %w", name, err)
 			}
@@ -192,7 +195,11 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 		run = runIDFor(filepath.Base(filepath.Dir(p.program)))
 	}
 	warn := func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", s) }
-	cfg, err := seedRun(ctx, c, run, p, overrides{backend: o.backend, maxIterations: o.iterations}, warn)
+	so, err := upSeedOptions(o, services)
+	if err != nil {
+		return errors.Join(err, stop())
+	}
+	cfg, err := seedProblem(ctx, c, run, p, so, warn)
 	if err != nil {
 		return errors.Join(err, stop())
 	}
@@ -253,7 +260,7 @@ func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logg
 		}
 		return s.Run, nil
 	case "generator":
-		s, err := generator.New(generator.Config{Names: names, GPUs: o.gpus, Host: o.host}, nc, log)
+		s, err := generator.New(generator.Config{Names: names, GPUs: o.gpus, Host: o.host, ProfilesFile: o.profiles}, nc, log)
 		if err != nil {
 			return nil, err
 		}
@@ -318,6 +325,10 @@ func follow(ctx context.Context, c *client, run string, cfg *runconfig.Config, w
 		}
 		bar.Describe(desc)
 		_ = bar.Set64(st.Iterations)
+		if err == nil && pst.Status == protocol.RunFailed {
+			_ = bar.Exit()
+			return false, runFailed(w, run, pst, st)
+		}
 		if err == nil && pst.Status == protocol.RunDone {
 			_ = bar.Finish()
 			fmt.Fprintf(w, "\nrun %s done (%s): %d iterations, %d failed, best score %.6g (seed %.6g)\n",

@@ -5,6 +5,7 @@ package bundle
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -15,70 +16,70 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
+	"github.com/go-git/go-git/v5/plumbing/format/gitignore"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// MaxBytes bounds a packed bundle: evaluators with larger data should read it from a shared
-// path named in their config.
-const MaxBytes = 256 << 20
+// MaxBytes bounds the files a bundle holds, added up: evaluators with larger data should read
+// it from a shared path named in their config. Options.MaxBytes sets another bound.
+const MaxBytes = 64 << 20
 
-// ErrTooLarge: the evaluator's directory packs to more than MaxBytes.
+// ErrTooLarge: the evaluator's directory holds more than the bundle's limit.
 var ErrTooLarge = errors.New("bundle too large")
 
-// skipped names are never packed: version control, caches and previous outputs.
-var skipped = map[string]bool{".git": true, "__pycache__": true, ".pytest_cache": true, "openevolve_output": true, ".venv": true, "node_modules": true}
+// IgnoreFiles are read in every directory of a bundle, with .gitignore's syntax and meaning:
+// a pattern applies below the directory whose file holds it, and a later "!pattern" takes a
+// path back.
+var IgnoreFiles = []string{".gitignore", ".shoalignore"}
 
-// Pack archives every regular file under dir except those Exclude names, returning the
-// tar.gz bytes and their digest ("sha256-<hex>"). Entries are sorted and carry no times or
-// owners, so the same files always give the same digest.
+// skipped names are never packed: version control, caches, previous outputs and shoal's own
+// state directory (which `shoal up` keeps in the directory it runs in).
+var skipped = map[string]bool{".git": true, "__pycache__": true, ".pytest_cache": true, "openevolve_output": true, ".venv": true, "node_modules": true, ".shoal": true}
+
+// Options say what Pack leaves out of a bundle and how much it may hold.
+type Options struct {
+	// Exclude are paths to leave out: relative to the directory, or absolute (shoal's state
+	// directory and --output, wherever they are).
+	Exclude []string
+	// MaxBytes bounds the files' total size; 0 is MaxBytes.
+	MaxBytes int64
+}
+
+// Pack archives every regular file under dir except those exclude names (relative to dir or
+// absolute), as PackWith does.
 func Pack(dir string, exclude ...string) ([]byte, string, error) {
-	ex := map[string]bool{}
-	for _, e := range exclude {
-		ex[filepath.Clean(e)] = true
+	return PackWith(dir, Options{Exclude: exclude})
+}
+
+// PackWith archives every regular file under dir, returning the tar.gz bytes and their digest
+// ("sha256-<hex>"). It leaves out what o.Exclude names, the skipped names (.git, .shoal,
+// caches), and what the ignore files (IgnoreFiles) in dir and its subdirectories match. A
+// directory whose files add up to more than the limit is refused with its largest files
+// named. Entries are sorted and carry no times or owners, so the same files always give the
+// same digest.
+func PackWith(dir string, o Options) ([]byte, string, error) {
+	limit := o.MaxBytes
+	if limit <= 0 {
+		limit = MaxBytes
+	}
+	files, err := collect(dir, o.Exclude)
+	if err != nil {
+		return nil, "", fmt.Errorf("pack %s: %w", dir, err)
+	}
+	if err := checkSize(dir, files, limit); err != nil {
+		return nil, "", err
 	}
 	var buf bytes.Buffer
 	gz, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
 	tw := tar.NewWriter(gz)
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	for _, f := range files {
+		if err := addFile(tw, dir, f); err != nil {
+			return nil, "", fmt.Errorf("pack %s: %w", dir, err)
 		}
-		rel, _ := filepath.Rel(dir, path)
-		if d.IsDir() {
-			if rel != "." && (skipped[d.Name()] || ex[rel]) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if ex[rel] || skipped[d.Name()] || !d.Type().IsRegular() || strings.HasSuffix(rel, ".pyc") {
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		hdr := &tar.Header{Name: filepath.ToSlash(rel), Mode: int64(info.Mode().Perm()), Size: info.Size(), Typeflag: tar.TypeReg, Format: tar.FormatPAX}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if _, err := io.Copy(tw, f); err != nil {
-			return err
-		}
-		if buf.Len() > MaxBytes {
-			return fmt.Errorf("%w: %s packs to over %d MiB; move large data out of the evaluator's directory", ErrTooLarge, dir, MaxBytes>>20)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("pack %s: %w", dir, err)
 	}
 	if err := tw.Close(); err != nil {
 		return nil, "", fmt.Errorf("pack %s: %w", dir, err)
@@ -87,6 +88,145 @@ func Pack(dir string, exclude ...string) ([]byte, string, error) {
 		return nil, "", fmt.Errorf("pack %s: %w", dir, err)
 	}
 	return buf.Bytes(), Digest(buf.Bytes()), nil
+}
+
+// file is one file to pack.
+type file struct {
+	rel  string // slash-separated, relative to the bundle's directory
+	size int64
+	mode fs.FileMode
+}
+
+// collect lists the files to pack, in lexical order. A file that vanishes while the directory
+// is walked (a temporary file of a process writing there) is left out, not an error.
+func collect(dir string, exclude []string) ([]file, error) {
+	root, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	ex := map[string]bool{}
+	for _, e := range exclude {
+		if filepath.IsAbs(e) {
+			rel, err := filepath.Rel(root, e)
+			if err != nil || !filepath.IsLocal(rel) {
+				continue // outside the bundle: nothing to leave out
+			}
+			e = rel
+		}
+		ex[filepath.Clean(e)] = true
+	}
+	var patterns []gitignore.Pattern
+	var files []file
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && path != root {
+				return nil
+			}
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		parts := strings.Split(filepath.ToSlash(rel), "/")
+		if d.IsDir() {
+			if rel == "." {
+				parts = nil
+			} else if skipped[d.Name()] || ex[rel] || gitignore.NewMatcher(patterns).Match(parts, true) {
+				return filepath.SkipDir
+			}
+			more, err := readIgnores(path, parts)
+			if err != nil {
+				return err
+			}
+			patterns = append(patterns, more...)
+			return nil
+		}
+		if ex[rel] || skipped[d.Name()] || !d.Type().IsRegular() || strings.HasSuffix(rel, ".pyc") ||
+			gitignore.NewMatcher(patterns).Match(parts, false) {
+			return nil
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		files = append(files, file{rel: filepath.ToSlash(rel), size: info.Size(), mode: info.Mode().Perm()})
+		return nil
+	})
+	return files, err
+}
+
+// readIgnores reads the ignore files of one directory; domain is its path in the bundle.
+// WalkDir visits a directory before its contents and after its earlier siblings, so patterns
+// collected so far are those of its ancestors and of siblings, whose domains do not match
+// here.
+func readIgnores(dir string, domain []string) ([]gitignore.Pattern, error) {
+	var out []gitignore.Pattern
+	for _, name := range IgnoreFiles {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			line = strings.TrimSuffix(line, "\r")
+			if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			out = append(out, gitignore.ParsePattern(line, domain))
+		}
+	}
+	return out, nil
+}
+
+// checkSize refuses a bundle whose files add up to more than limit, naming the largest.
+func checkSize(dir string, files []file, limit int64) error {
+	var total int64
+	for _, f := range files {
+		total += f.size
+	}
+	if total <= limit {
+		return nil
+	}
+	largest := slices.SortedFunc(slices.Values(files), func(a, b file) int { return cmp.Compare(b.size, a.size) })
+	largest = largest[:min(len(largest), 5)]
+	names := make([]string, len(largest))
+	for i, f := range largest {
+		names[i] = fmt.Sprintf("%s (%s)", f.rel, size(f.size))
+	}
+	return fmt.Errorf("%w: %s holds %s in %d files, over the %s limit; largest: %s. "+
+		"Move large data out of the evaluator's directory, or list what evaluations do not need in %s (.gitignore syntax)",
+		ErrTooLarge, dir, size(total), len(files), size(limit), strings.Join(names, ", "), IgnoreFiles[1])
+}
+
+// size writes a byte count for people.
+func size(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// addFile writes one file into the archive, exactly the size it had when it was listed.
+func addFile(tw *tar.Writer, dir string, f file) error {
+	hdr := &tar.Header{Name: f.rel, Mode: int64(f.mode), Size: f.size, Typeflag: tar.TypeReg, Format: tar.FormatPAX}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	src, err := os.Open(filepath.Join(dir, filepath.FromSlash(f.rel)))
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if _, err := io.CopyN(tw, src, f.size); err != nil {
+		return fmt.Errorf("%s changed while it was packed: %w", f.rel, err)
+	}
+	return nil
 }
 
 // Digest names packed bytes.

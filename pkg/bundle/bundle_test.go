@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -170,6 +171,78 @@ func TestPackSkips(t *testing.T) {
 				t.Errorf("packed %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestPackLeavesOutShoalState: a problem kept where `shoal up` runs must not ship shoal's own
+// state (.shoal, written while it is packed) or the --output directory; ignore files in
+// .gitignore syntax leave out what evaluations do not need, in the directory that holds them
+// and below.
+func TestPackLeavesOutShoalState(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"evaluator.py":                           "def evaluate(p): return {}\n",
+		"initial_program.py":                     "x = 1\n",
+		"data/keep.csv":                          "1\n",
+		"data/raw/huge.bin":                      "raw",
+		"data/cache.tmp":                         "tmp",
+		"data/important.tmp":                     "keep me",
+		"logs/run.log":                           "log",
+		"notes.md":                               "notes",
+		"sub/.shoalignore":                       "*.csv\n",
+		"sub/a.csv":                              "a",
+		"sub/b.txt":                              "b",
+		"other/a.csv":                            "kept: the pattern is sub's",
+		".shoal/jetstream/$G/streams/S/meta.inf": "state",
+		".shoal/shoal.log":                       "log",
+		"elsewhere-state/jetstream/x":            "state",
+		"out/best_program.py":                    "best",
+		".gitignore":                             "# build litter\nlogs/\n*.tmp\n!important.tmp\n/notes.md\n",
+		".shoalignore":                           "data/raw/\n",
+	})
+	data, _, err := bundle.PackWith(dir, bundle.Options{Exclude: []string{
+		"initial_program.py",
+		filepath.Join(dir, "out"),             // --output, as an absolute path
+		filepath.Join(dir, "elsewhere-state"), // --state-dir somewhere else
+		"/var/lib/outside",                    // outside the bundle: nothing to leave out
+	}})
+	if err != nil {
+		t.Fatalf("PackWith: %v", err)
+	}
+	want := []string{".gitignore", ".shoalignore", "data/important.tmp", "data/keep.csv", "evaluator.py", "other/a.csv", "sub/.shoalignore", "sub/b.txt"}
+	if got := entries(t, data); !reflect.DeepEqual(got, want) {
+		t.Errorf("packed %q, want %q", got, want)
+	}
+}
+
+// TestPackTooLarge: a directory over the limit is refused, and the message names its largest
+// files so the user knows what to move or ignore.
+func TestPackTooLarge(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"evaluator.py":       "def evaluate(p): return {}\n",
+		"data/weights.bin":   strings.Repeat("w", 600<<10),
+		"data/points.csv":    strings.Repeat("p", 300<<10),
+		"checkpoints/old.pt": strings.Repeat("c", 200<<10),
+		"small/a.txt":        "a",
+	})
+	_, _, err := bundle.PackWith(dir, bundle.Options{MaxBytes: 1 << 20})
+	if !errors.Is(err, bundle.ErrTooLarge) {
+		t.Fatalf("PackWith = %v, want ErrTooLarge", err)
+	}
+	for _, w := range []string{
+		dir + " holds 1.1 MiB in 5 files, over the 1.0 MiB limit",
+		"largest: data/weights.bin (600.0 KiB), data/points.csv (300.0 KiB), checkpoints/old.pt (200.0 KiB), evaluator.py (27 B), small/a.txt (1 B)",
+		".shoalignore (.gitignore syntax)",
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+	// What the ignore file leaves out does not count.
+	writeFiles(t, dir, map[string]string{".shoalignore": "data/weights.bin\n"})
+	if _, _, err := bundle.PackWith(dir, bundle.Options{MaxBytes: 1 << 20}); err != nil {
+		t.Errorf("PackWith with the largest file ignored = %v, want it packed", err)
 	}
 }
 

@@ -21,3 +21,13 @@ var (
 	// ErrEmptyRewrite: a full-rewrite reply holds no code.
 	ErrEmptyRewrite = errors.New("empty rewrite")
 )
+
+// Sentinels of CheckText: a program that is no program. A seed is refused with them at
+// once, rather than evaluated (an empty file) or silently rewritten (bad bytes become
+// U+FFFD when decoded, and Python refuses the original file).
+var (
+	// ErrEmpty: the program holds nothing but white space.
+	ErrEmpty = errors.New("the program is empty")
+	// ErrNotUTF8: the program is not UTF-8 text.
+	ErrNotUTF8 = errors.New("the program is not valid UTF-8")
+)

@@ -157,6 +157,9 @@ const (
 	EventError    = "error"
 	// EventMigration: an island copied its best programs to its ring neighbours.
 	EventMigration = "migration"
+	// EventSeed: the archive accepted a seed; CandidateID names the seed's candidate. A seed
+	// it refuses is an EventError naming the same candidate, so `shoal seed` learns either.
+	EventSeed = "seed"
 )
 
 // Event tells watchers what happened to a run.
@@ -213,6 +216,9 @@ const (
 	RunDone RunStatus = "done"
 	// RunPaused: the user paused the run; no new tasks, those in flight finish.
 	RunPaused RunStatus = "paused"
+	// RunFailed: the run cannot go on; StopReason says why (its seed failed to evaluate).
+	// Nothing wakes a failed run.
+	RunFailed RunStatus = "failed"
 )
 
 // RunSpec is the runs bucket's <run>.config value: what the run was seeded with.
@@ -234,11 +240,16 @@ type RunState struct {
 	Iterations int64            `json:"iterations"` // generated candidates folded
 	ByModel    map[string]int64 `json:"by_model,omitempty"`
 	Seeds      int64            `json:"seeds"`
-	Failed     int64            `json:"failed"`
-	Population int              `json:"population"`
-	BestID     string           `json:"best_id,omitempty"`
-	BestScore  float64          `json:"best_score"`
-	SeedScore  float64          `json:"seed_score"`
+	// SeedsOK counts the seeds that evaluated with status ok. While it is 0, SeedError is
+	// why the first failed seed failed (the evaluator's reason and its error output): the
+	// planner issues no task before a seed passes, and ends a run whose seeds all failed.
+	SeedsOK    int64   `json:"seeds_ok"`
+	SeedError  string  `json:"seed_error,omitempty"`
+	Failed     int64   `json:"failed"`
+	Population int     `json:"population"`
+	BestID     string  `json:"best_id,omitempty"`
+	BestScore  float64 `json:"best_score"`
+	SeedScore  float64 `json:"seed_score"`
 	// LastSeq is the RESULTS stream sequence of the last folded result.
 	LastSeq   uint64    `json:"last_seq"`
 	UpdatedAt time.Time `json:"updated_at"`

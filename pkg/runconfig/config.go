@@ -92,29 +92,22 @@ type Model struct {
 	Backend string
 	// Concurrency is the number of requests in flight per generator.
 	Concurrency int
-	// Launch says how a generator starts the model's server on leased GPUs; only a model
-	// whose Backend is BackendLaunch uses it.
+	// Launch names the profile with which a generator starts the model's server on leased
+	// GPUs; only a model whose Backend is BackendLaunch uses it.
 	Launch Launch
 }
 
-// Launch is the model server a generator starts for a BackendLaunch model, once it holds a
-// lease on GPUs for one of the Variants.
+// Launch names the model server a generator starts for a BackendLaunch model: a profile
+// declared in the generator's own configuration (see Profile), never a command. A run config
+// travels over the bus and is kept in the runs bucket; a command in it would run on the
+// generator's host as the generator's user, outside the sandbox, for whoever can publish a
+// seed. So the operator of a host declares what may run there, and a run only picks.
 type Launch struct {
-	// Command is the server's executable and arguments. In every argument {port} becomes
-	// the port the server must listen on (on 127.0.0.1), {gpus} the leased GPUs' UUIDs
-	// joined by commas, {n_gpus} their number, {model} the variant's ModelPath (or the
-	// model's name) and {variant} the variant's name.
-	Command []string
-	// HealthPath is fetched until it answers 200; then the server is ready.
-	HealthPath string
-	// StartupTimeout bounds the wait from the start of the command to a healthy server.
-	StartupTimeout time.Duration
-	// Variants are the ways to serve the model, most preferred first (Q8 on two GPUs, then
-	// Q4 on one); the lease goes to the first that fits.
-	Variants []Variant
+	// Profile is the name of a profile in the generator's configuration.
+	Profile string
 }
 
-// Placeholders are the names that Launch.Command may hold in braces.
+// Placeholders are the names that Profile.Command may hold in braces.
 func Placeholders() []string { return []string{"port", "gpus", "n_gpus", "model", "variant"} }
 
 // Variant is one way to serve a launched model: a model file and the GPU memory it needs.
@@ -151,16 +144,6 @@ func (m Model) ServedName(v Variant) string {
 		return v.ModelPath
 	}
 	return m.Name
-}
-
-// Variant finds one of the model's launch variants by name.
-func (m Model) Variant(name string) (Variant, bool) {
-	for _, v := range m.Launch.Variants {
-		if v.Name == name {
-			return v, true
-		}
-	}
-	return Variant{}, false
 }
 
 // Backends a model can name.

@@ -25,3 +25,6 @@ type Warning struct {
 }
 
 func (w Warning) String() string { return w.Key + ": " + w.Message }
+
+// ErrUnknownProfile: a launched model names a profile that the generator does not declare.
+var ErrUnknownProfile = errors.New("unknown launch profile")

@@ -387,7 +387,7 @@ llm:
   models:
     - name: local
       api_base: http://gpu-1:8000/v1
-      api_key: none
+      api_key: ${LOCAL_KEY}
       temperature: 0
       top_p: 0.5
       max_tokens: 1024
@@ -397,8 +397,7 @@ llm:
       backend: launch
       concurrency: 16
       launch:
-        command: [./serve, --port, "{port}"]
-        variants: [{name: q8, need_gib: 12}]
+        profile: llama-q8
     - name: gpt-4o
     - name: built-in
       backend: mutate
@@ -424,12 +423,9 @@ llm:
 		Weight: 1, Backend: BackendOpenAI, Concurrency: 4,
 	}
 	local := Model{
-		Name: "local", Weight: 1, APIBase: "http://gpu-1:8000/v1", APIKey: "none", Temperature: 0, TopP: 0.5,
+		Name: "local", Weight: 1, APIBase: "http://gpu-1:8000/v1", APIKey: "${LOCAL_KEY}", Temperature: 0, TopP: 0.5,
 		MaxTokens: 1024, Timeout: 10 * time.Minute, Retries: 0, RetryDelay: 0, Backend: BackendLaunch, Concurrency: 16,
-		Launch: Launch{
-			Command: []string{"./serve", "--port", "{port}"}, HealthPath: "/v1/models", StartupTimeout: 10 * time.Minute,
-			Variants: []Variant{{Name: "q8", NeedMiB: 12 * 1024, PerGPUOverheadMiB: 512, ContextLength: 4096}},
-		},
+		Launch: Launch{Profile: "llama-q8"},
 	}
 	gpt := inherited
 	gpt.Name = "gpt-4o"
@@ -508,7 +504,7 @@ func TestParseValues(t *testing.T) {
 		{"float from int", `database: {migration_rate: 1}`, func(c *Config) any { return c.Database.MigrationRate }, 1.0},
 		{"log level lower", `log_level: debug`, func(c *Config) any { return c.LogLevel }, "DEBUG"},
 		{"log level warn", `log_level: warn`, func(c *Config) any { return c.LogLevel }, "WARNING"},
-		{"api key keeps zeros", `llm: {api_key: 0123}`, func(c *Config) any { return c.LLM.APIKey }, "0123"},
+		{"string keeps zeros", `llm: {models: [{name: 0123}]}`, func(c *Config) any { return c.LLM.Models[0].Name }, "0123"},
 		{"feature bins per dimension", `database: {feature_dimensions: [complexity, score], feature_bins: {score: 20}}`,
 			func(c *Config) any { return c.Database.FeatureBinsByDimension }, map[string]int{"score": 20}},
 		{"command", `evaluator: {command: [./score, --in, "{program}"]}`,

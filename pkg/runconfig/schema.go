@@ -129,16 +129,27 @@ func modelSchema(m *Model) schema {
 	}
 }
 
+// launchSchema is a run config's launch section: the name of a profile. The keys of a
+// profile are known here only to refuse them with the way out, since a run config must not
+// say what runs on a generator's host.
 func launchSchema(l *Launch) schema {
 	return schema{
 		fields: []field{
-			{name: "command", set: stringsTo(&l.Command)},
-			{name: "health_path", set: stringTo(&l.HealthPath)},
-			{name: "startup_timeout", set: durationTo(&l.StartupTimeout)},
-			{name: "variants", set: func(d *decoder, n *yaml.Node, key string) { l.Variants = d.variants(n, key) },
-				sub: func() schema { return variantSchema(new(Variant), new(float64)) }, list: true},
+			{name: "profile", set: stringTo(&l.Profile)},
+			{name: "command", set: func(d *decoder, _ *yaml.Node, key string) {
+				d.fail(key, "a run config cannot bring a command: it would run on the generator's host as the generator's user. "+
+					"Declare a profile in the generator's configuration (--profiles FILE or SHOAL_PROFILES) and name it here: launch: {profile: NAME}")
+			}},
+			{name: "health_path", set: inProfile},
+			{name: "startup_timeout", set: inProfile},
+			{name: "variants", set: inProfile},
 		},
 	}
+}
+
+// inProfile refuses a setting that belongs to a launch profile.
+func inProfile(d *decoder, _ *yaml.Node, key string) {
+	d.fail(key, "belongs in a launch profile in the generator's configuration (--profiles FILE or SHOAL_PROFILES); a run config names the profile only: launch: {profile: NAME}")
 }
 
 // variantSchema reads need_gib into gib; variants turns it into Variant.NeedMiB.
@@ -156,10 +167,10 @@ func variantSchema(v *Variant, gib *float64) schema {
 	}
 }
 
-// launch reads a model's launch section over the launch defaults.
+// launch reads a model's launch section.
 func (d *decoder) launch(l *Launch, n *yaml.Node, key string) {
-	*l = Launch{HealthPath: DefaultHealthPath, StartupTimeout: DefaultStartupTimeout}
-	if d.mapping(n, key, "a mapping with command and variants") {
+	*l = Launch{}
+	if d.mapping(n, key, "a mapping with the profile to launch, such as {profile: vllm-qwen}") {
 		d.section(n, key, launchSchema(l))
 	}
 }
@@ -359,7 +370,7 @@ func (d *decoder) models(n *yaml.Node, key string) []modelEntry {
 		}
 		e := modelEntry{Model: Model{Weight: 1, Concurrency: 4}}
 		e.set = d.section(item, k, modelSchema(&e.Model))
-		if e.Backend != BackendLaunch && len(e.Launch.Command) > 0 {
+		if e.Backend != BackendLaunch && e.Launch.Profile != "" {
 			d.warn(k+".launch", "is used only with backend: launch; ignored")
 		}
 		out = append(out, e)

@@ -51,6 +51,7 @@ func (c *Config) problems() []*FieldError {
 
 	l := c.LLM
 	v.request("llm", l.request(), nothing())
+	v.apiKey("llm.api_key", l.APIKey)
 	if len(l.Models) == 0 {
 		v.add("llm.models", "is empty; want at least one model")
 	}
@@ -222,6 +223,9 @@ func (v *validator) models(path string, models []Model, l LLM) {
 		default:
 			first[m.Name] = i
 		}
+		if m.APIKey != l.APIKey { // an inherited key is reported once, at llm.api_key
+			v.apiKey(key+".api_key", m.APIKey)
+		}
 		if v.finite(key+".weight", m.Weight) && m.Weight <= 0 {
 			v.add(key+".weight", "%s is not more than 0; want a positive weight", num(m.Weight))
 		}
@@ -231,7 +235,7 @@ func (v *validator) models(path string, models []Model, l LLM) {
 			v.request(key, m.request(), l.request())
 		case BackendLaunch:
 			v.request(key, m.request(), l.request())
-			v.launch(key+".launch", m.Launch)
+			v.profileName(key+".launch.profile", m.Launch.Profile)
 		case BackendMutate:
 		default:
 			v.add(key+".backend", "%q is not one of %s, %s, %s", m.Backend, BackendOpenAI, BackendMutate, BackendLaunch)
@@ -240,12 +244,50 @@ func (v *validator) models(path string, models []Model, l LLM) {
 	}
 }
 
-// launch checks what a generator needs to start a model's server: a command that listens on
+// profileName checks the name of the launch profile a model asks for; whether a generator
+// declares it is for the generator (or the seeding side that knows its profiles) to say.
+func (v *validator) profileName(key, name string) {
+	switch {
+	case strings.TrimSpace(name) == "":
+		v.add(key, "is not set; backend launch names a model-server profile from the generator's configuration, such as launch: {profile: vllm-qwen}")
+	case !validProfileName(name):
+		v.add(key, "%q is not a profile name; want letters, digits, '.', '_' or '-'", name)
+	}
+}
+
+// validProfileName: a profile is named like a model or a file, nothing a shell would read.
+func validProfileName(name string) bool {
+	if name == "" || len(name) > 128 {
+		return false
+	}
+	for _, r := range name {
+		if r != '.' && r != '_' && r != '-' && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// apiKey refuses a key written into the config: a run config travels over the bus and is
+// kept in the runs bucket, where every reader of the bus would see it. The message never
+// repeats the value.
+func (v *validator) apiKey(key, value string) {
+	if value == "" {
+		return
+	}
+	if _, ok := envVarName(value); ok {
+		return
+	}
+	v.add(key, "holds a literal key; a run config travels over the bus and is stored in the runs bucket, so it must not hold secrets. "+
+		"Write a reference such as \"${OPENAI_API_KEY}\" and set that variable in the generator's environment")
+}
+
+// profile checks what a generator needs to start a model's server: a command that listens on
 // {port}, and variants whose memory need is declared or can be estimated.
-func (v *validator) launch(key string, l Launch) {
+func (v *validator) profile(key string, l Profile) {
 	switch {
 	case len(l.Command) == 0:
-		v.add(key+".command", `is not set; backend launch needs the server's command, such as [vllm, serve, "{model}", --port, "{port}"]`)
+		v.add(key+".command", `is not set; a profile needs the server's command, such as [vllm, serve, "{model}", --port, "{port}"]`)
 	case !slices.ContainsFunc(l.Command, func(arg string) bool { return strings.Contains(arg, "{port}") }):
 		v.add(key+".command", "does not use {port}; the server must listen on the port the generator picks for it")
 	}
@@ -265,8 +307,16 @@ func (v *validator) launch(key string, l Launch) {
 		v.add(key+".health_path", "%q does not start with /; want a path such as %s", l.HealthPath, DefaultHealthPath)
 	}
 	v.positive(key+".startup_timeout", l.StartupTimeout)
+	for _, name := range slices.Sorted(maps.Keys(l.Env)) {
+		switch _, ok := envVarName("$" + name); {
+		case !ok:
+			v.add(key+".env."+name, "is not an environment variable name; want letters, digits and '_', not starting with a digit")
+		case name == "CUDA_VISIBLE_DEVICES":
+			v.add(key+".env."+name, "is set by the generator to the leased GPUs; leave it out")
+		}
+	}
 	if len(l.Variants) == 0 {
-		v.add(key+".variants", "is empty; backend launch needs at least one variant, such as {name: q8, need_gib: 12}")
+		v.add(key+".variants", "is empty; a profile needs at least one variant, such as {name: q8, need_gib: 12}")
 	}
 	first := make(map[string]int, len(l.Variants))
 	for i, vr := range l.Variants {

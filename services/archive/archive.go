@@ -272,7 +272,7 @@ func (s *Service) foldOne(ctx context.Context, r *protocol.Result, seq uint64) {
 	if !caughtUp || !owner {
 		return
 	}
-	if out.NewBest {
+	if out.NewBest && r.Status == protocol.StatusOK { // a failed seed is the best only for want of another
 		s.event(ctx, run, protocol.EventNewBest, "new best program", r.Candidate.ID, r.Score)
 	}
 	for _, m := range out.Migrations {

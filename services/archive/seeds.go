@@ -14,6 +14,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/bundle"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/pipeline"
+	"github.com/shoal-run/shoal/pkg/program"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/pkg/runs"
@@ -21,15 +22,26 @@ import (
 
 // handleSeed turns a seed into the run's spec (for a new run) and a seed candidate. A seed
 // the archive cannot use is answered with an error event and terminated; it never stops the
-// service. Handling the same seed twice changes nothing.
+// service. Either answer names the seed's candidate, which is how `shoal seed` knows its
+// seed was taken. Handling the same seed twice changes nothing.
 func (s *Service) handleSeed(ctx context.Context, msg jetstream.Msg) error {
 	run := s.cfg.Names.RunFromSubject(msg.Subject())
 	seed, err := s.decodeSeed(run, msg)
 	if err == nil {
 		err = s.acceptSeed(ctx, seed)
 	}
-	if err != nil && errors.Is(err, pipeline.ErrPermanent) {
-		s.event(ctx, run, protocol.EventError, "seed rejected: "+strings.TrimPrefix(err.Error(), "permanent: "), "", 0)
+	candidate := ""
+	if id := msg.Headers().Get(protocol.HeaderMsgID); seed != nil || id != "" {
+		if seed != nil {
+			id = seed.ID
+		}
+		candidate = protocol.SeedCandidateID(run, id)
+	}
+	switch {
+	case err == nil:
+		s.event(ctx, run, protocol.EventSeed, "seed accepted", candidate, 0)
+	case errors.Is(err, pipeline.ErrPermanent):
+		s.event(ctx, run, protocol.EventError, "seed rejected: "+strings.TrimPrefix(err.Error(), "permanent: "), candidate, 0)
 	}
 	return err
 }
@@ -43,6 +55,11 @@ func (s *Service) decodeSeed(run string, msg jetstream.Msg) (*protocol.Seed, err
 	body := msg.Data()
 	if len(body) > protocol.MaxBodyBytes {
 		return nil, pipeline.Permanent(fmt.Errorf("seed for run %s: %w: %d bytes", run, protocol.ErrTooLarge, len(body)))
+	}
+	// Checked on the raw bytes: decoding would turn each bad byte into U+FFFD, and a program
+	// silently rewritten that way is one Python refuses to run.
+	if err := program.CheckUTF8(body); err != nil {
+		return nil, pipeline.Permanent(fmt.Errorf("seed for run %s: %w", run, err))
 	}
 	var seed protocol.Seed
 	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '{' {

@@ -37,7 +37,13 @@ type scorer struct {
 	// outputLimit is how much a candidate may write to stdout and stderr together before it
 	// is killed; zero: sandbox.DefaultOutputLimitBytes.
 	outputLimit int64
-	log         *slog.Logger
+	// memoryLimitMB bounds a candidate whose run sets no evaluator.memory_limit_mb; zero:
+	// sandbox.DefaultMemoryLimitMB, less than zero none.
+	memoryLimitMB int
+	// scratchMB bounds what a candidate writes to its work dir and /tmp; zero:
+	// sandbox.DefaultScratchMB.
+	scratchMB int
+	log       *slog.Logger
 }
 
 // close stops the warm interpreters.
@@ -112,7 +118,7 @@ func (s *scorer) score(ctx context.Context, j job) (*verdict, error) {
 		ext = ".py"
 	}
 	program := filepath.Join(box.Dir, "program"+ext)
-	if err := os.WriteFile(program, []byte(j.code), 0o644); err != nil {
+	if err := box.WriteFile(filepath.Base(program), []byte(j.code)); err != nil {
 		return nil, fmt.Errorf("write candidate: %w", err)
 	}
 	ev := j.cfg.Evaluator
@@ -162,9 +168,8 @@ func (s *scorer) harnessed(ctx context.Context, box *sandbox.Box, j job, program
 	out, err := s.run(ctx, prep, box, sandbox.Command{
 		Program: program, Cascade: ev.CascadeEvaluation, Thresholds: ev.CascadeThresholds,
 		Env:              s.harness.Env(),
-		ReadOnly:         []string{j.bundleDir, s.harness.Dir},
 		Timeout:          timeout,
-		MemoryLimitMB:    ev.MemoryLimitMB,
+		MemoryLimitMB:    s.memoryLimit(ev.MemoryLimitMB),
 		MaxOutputBytes:   s.maxOutput,
 		OutputLimitBytes: s.outputLimit,
 	})
@@ -226,6 +231,7 @@ const warmSpares = 2
 func (s *scorer) run(ctx context.Context, prep *sandbox.Prepare, box *sandbox.Box, c sandbox.Command) (*sandbox.Outcome, error) {
 	p := *prep
 	p.Roots = []string{s.workRoot}
+	p.ScratchMB = s.scratchMB
 	if s.warm != nil {
 		p.Spares = warmSpares
 	}
@@ -234,7 +240,12 @@ func (s *scorer) run(ctx context.Context, prep *sandbox.Prepare, box *sandbox.Bo
 		var out *sandbox.Outcome
 		var err error
 		if s.warm != nil {
-			key := prep.Evaluator // "": the zygote that runs commands
+			// One zygote per evaluator, or per bundle for commands: its tree holds that
+			// bundle and no other run's.
+			key := prep.Evaluator
+			if key == "" {
+				key = "command:" + strings.Join(prep.ReadOnly, ":")
+			}
 			var z *sandbox.Zygote
 			var release func()
 			z, release, err = s.warm.get(ctx, key, prep)
@@ -263,20 +274,14 @@ func (s *scorer) run(ctx context.Context, prep *sandbox.Prepare, box *sandbox.Bo
 // command runs a language-agnostic evaluator: any command that prints a JSON object of metrics.
 func (s *scorer) command(ctx context.Context, box *sandbox.Box, j job, program string, timeout time.Duration) (*verdict, error) {
 	ev := j.cfg.Evaluator
-	var ro []string
-	if j.bundleDir != "" {
-		ro = []string{j.bundleDir}
-	}
-	// A warm zygote runs the commands of every run: their bundles are bound per candidate.
 	prep := &sandbox.Prepare{}
-	if s.warm == nil {
-		prep.ReadOnly = ro
+	if j.bundleDir != "" {
+		prep.ReadOnly = []string{j.bundleDir}
 	}
 	out, err := s.run(ctx, prep, box, sandbox.Command{
 		Args:             commandArgs(ev.Command, j.bundleDir, program),
-		ReadOnly:         ro,
 		Timeout:          timeout,
-		MemoryLimitMB:    ev.MemoryLimitMB,
+		MemoryLimitMB:    s.memoryLimit(ev.MemoryLimitMB),
 		MaxOutputBytes:   s.maxOutput,
 		OutputLimitBytes: s.outputLimit,
 	})
@@ -510,6 +515,15 @@ func capText(s string, n int) string {
 	}
 	head, tail := s[:h], s[t:]
 	return fmt.Sprintf("%s\n[... %d bytes cut ...]\n%s", head, len(s)-len(head)-len(tail), tail)
+}
+
+// memoryLimit is a run's memory limit: its own evaluator.memory_limit_mb when set, else the
+// service's default.
+func (s *scorer) memoryLimit(run int) int {
+	if run > 0 {
+		return run
+	}
+	return s.memoryLimitMB
 }
 
 func failed(reason string) *verdict {

@@ -50,6 +50,14 @@ type Config struct {
 	// OutputLimitBytes is how much a candidate may write to stdout and stderr together: past
 	// it, it is killed and its result failed; default 64 MiB, less than zero no limit.
 	OutputLimitBytes int64
+	// MemoryLimitMB bounds each candidate's memory (address space, and its cgroup's
+	// memory.max where cgroups v2 are delegated) when its run sets no
+	// evaluator.memory_limit_mb; default sandbox.DefaultMemoryLimitMB (2 GiB), less than zero
+	// no limit.
+	MemoryLimitMB int
+	// ScratchMB bounds what each candidate may write to its work dir and /tmp together (a
+	// tmpfs of its own); default sandbox.DefaultScratchMB (256 MiB).
+	ScratchMB int
 	// Cold starts a fresh interpreter for every candidate instead of forking it from a warm
 	// one that has imported the run's evaluator; slower, for comparison and debugging.
 	Cold bool
@@ -81,6 +89,12 @@ func (c *Config) setDefaults() {
 	if c.OutputLimitBytes == 0 {
 		c.OutputLimitBytes = sandbox.DefaultOutputLimitBytes
 	}
+	if c.MemoryLimitMB == 0 {
+		c.MemoryLimitMB = sandbox.DefaultMemoryLimitMB
+	}
+	if c.ScratchMB == 0 {
+		c.ScratchMB = sandbox.DefaultScratchMB
+	}
 }
 
 // Validate reports the first setting that cannot work, in words a user can act on.
@@ -94,6 +108,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxOutputBytes < 1024 {
 		return fmt.Errorf("evaluator config: max output %d bytes must be at least 1024", c.MaxOutputBytes)
+	}
+	if c.ScratchMB < 1 {
+		return fmt.Errorf("evaluator config: work dir limit %d MiB must be at least 1", c.ScratchMB)
 	}
 	if !filepath.IsAbs(c.CacheDir) {
 		return fmt.Errorf("evaluator config: cache dir %q must be an absolute path", c.CacheDir)
@@ -145,7 +162,8 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	defer w.scorer.close()
-	s.log.Info("evaluator started", "concurrency", s.cfg.Concurrency, "python", w.scorer.python, "cache_dir", s.cfg.CacheDir, "warm", !s.cfg.Cold)
+	s.log.Info("evaluator started", "concurrency", s.cfg.Concurrency, "python", w.scorer.python, "cache_dir", s.cfg.CacheDir, "warm", !s.cfg.Cold,
+		"memory_limit_mb", s.cfg.MemoryLimitMB, "work_dir_limit_mb", s.cfg.ScratchMB, "output_limit_bytes", s.cfg.OutputLimitBytes)
 	err = pipeline.Consume(ctx, cons, pipeline.Config{
 		Name: "evaluator", Concurrency: s.cfg.Concurrency, Log: s.log,
 		// A candidate no delivery could evaluate goes to DEAD and still ends as one failed result.
@@ -198,13 +216,15 @@ func (s *Service) start(ctx context.Context) (*worker, jetstream.Consumer, error
 		bundles:  bundles,
 		cacheDir: filepath.Join(s.cfg.CacheDir, "bundles"),
 		scorer: &scorer{
-			python:      python,
-			harness:     h,
-			launcher:    launcher,
-			workRoot:    filepath.Join(s.cfg.CacheDir, "work"),
-			maxOutput:   s.cfg.MaxOutputBytes,
-			outputLimit: s.cfg.OutputLimitBytes,
-			log:         s.log,
+			python:        python,
+			harness:       h,
+			launcher:      launcher,
+			workRoot:      filepath.Join(s.cfg.CacheDir, "work"),
+			maxOutput:     s.cfg.MaxOutputBytes,
+			outputLimit:   s.cfg.OutputLimitBytes,
+			memoryLimitMB: s.cfg.MemoryLimitMB,
+			scratchMB:     s.cfg.ScratchMB,
+			log:           s.log,
 		},
 		log: s.log,
 	}

@@ -41,18 +41,26 @@ func testHostile(t *testing.T, warm bool) {
 	}
 	t.Cleanup(func() { _ = bundle.RemoveCache(bundles) })
 
+	// A file of the service's state dir, beside the work dirs, that no candidate may read.
+	hostFile := filepath.Join(filepath.Dir(s.workRoot), "state-secret.txt")
+	if err := os.WriteFile(hostFile, []byte(secret), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name   string
 		config func(*runconfig.Evaluator)
+		// timesOut marks the cases that must end at their 2 s limit; the others get a limit
+		// no loaded machine reaches, so that they end with their own reason.
+		timesOut bool
 		// status is one of these, and the reason then holds the word of the same index.
 		status []protocol.Status
 		words  []string
 		check  func(t *testing.T, v *verdict, bundleDir string)
 	}{
 		// A busy loop: the wall-clock limit, or RLIMIT_CPU when the supervisor wakes late.
-		{name: "infinite_loop", status: []protocol.Status{protocol.StatusTimeout, protocol.StatusFailed}, words: []string{"timed out after 2s", "killed"}},
-		{name: "ignores_sigterm", status: []protocol.Status{protocol.StatusTimeout, protocol.StatusFailed}, words: []string{"timed out after 2s", "killed"}},
-		{name: "fork_bomb", status: []protocol.Status{protocol.StatusTimeout}, words: []string{"timed out after 2s"}},
+		{name: "infinite_loop", timesOut: true, status: []protocol.Status{protocol.StatusTimeout, protocol.StatusFailed}, words: []string{"timed out after 2s", "killed"}},
+		{name: "ignores_sigterm", timesOut: true, status: []protocol.Status{protocol.StatusTimeout, protocol.StatusFailed}, words: []string{"timed out after 2s", "killed"}},
+		{name: "fork_bomb", timesOut: true, status: []protocol.Status{protocol.StatusTimeout}, words: []string{"timed out after 2s"}},
 		{
 			name:   "memory_bomb",
 			config: func(e *runconfig.Evaluator) { e.MemoryLimitMB = 256 },
@@ -118,7 +126,7 @@ func testHostile(t *testing.T, warm bool) {
 		{name: "background_child", status: []protocol.Status{protocol.StatusFailed}, words: []string{"left 1 background process running (killed)"}},
 		{name: "segfault", status: []protocol.Status{protocol.StatusFailed}, words: []string{"killed by signal: segmentation fault"}},
 		{name: "exit_midway", status: []protocol.Status{protocol.StatusFailed}, words: []string{"evaluator ended without writing its result"}},
-		{name: "sleep_past_timeout", status: []protocol.Status{protocol.StatusTimeout}, words: []string{"timed out after 2s"}},
+		{name: "sleep_past_timeout", timesOut: true, status: []protocol.Status{protocol.StatusTimeout}, words: []string{"timed out after 2s"}},
 		{
 			name:   "huge_metrics",
 			status: []protocol.Status{protocol.StatusFailed}, words: []string{"too many metrics"},
@@ -130,13 +138,27 @@ func testHostile(t *testing.T, warm bool) {
 			},
 		},
 		{
+			// Default bounds: 2 GiB of address space.
+			name:   "huge_allocation",
+			status: []protocol.Status{protocol.StatusFailed, protocol.StatusFailed}, words: []string{"OSError: [Errno 12] Cannot allocate memory", "killed"},
+		},
+		{
+			// Default bounds: the work dir and /tmp are a 256 MiB tmpfs.
+			name:   "disk_fill",
+			status: []protocol.Status{protocol.StatusFailed}, words: []string{"OSError: [Errno 28] No space left on device"},
+		},
+		{
+			name:   "read_host_file",
+			status: []protocol.Status{protocol.StatusFailed}, words: []string{"FileNotFoundError: [Errno 2] No such file or directory: '" + hostFile + "'"},
+		},
+		{
 			name:   "non_json",
 			config: func(e *runconfig.Evaluator) { e.Command = []string{"python3", "{program}"} },
 			status: []protocol.Status{protocol.StatusFailed}, words: []string{"command printed no JSON object"},
 		},
 	}
-	if len(cases) != 15 {
-		t.Fatalf("%d cases; the corpus has 15", len(cases))
+	if len(cases) != 18 {
+		t.Fatalf("%d cases; the corpus has 18", len(cases))
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,8 +170,12 @@ func testHostile(t *testing.T, warm bool) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			code = []byte(strings.ReplaceAll(string(code), "SHOAL_HOST_FILE", hostFile))
 			cfg := runconfig.Default()
 			cfg.Evaluator.Timeout = 2 * time.Second
+			if !tc.timesOut {
+				cfg.Evaluator.Timeout = 2 * time.Minute
+			}
 			if tc.config != nil {
 				tc.config(&cfg.Evaluator)
 			}
@@ -191,7 +217,7 @@ func testHostile(t *testing.T, warm bool) {
 				t.Fatal(err)
 			}
 			cfg = runconfig.Default()
-			cfg.Evaluator.Timeout = 10 * time.Second
+			cfg.Evaluator.Timeout = 2 * time.Minute
 			g, err := s.score(context.Background(), job{cfg: cfg, bundleDir: bundleDir, programExt: ".py", code: string(good)})
 			if err != nil {
 				t.Fatalf("score good: %v", err)

@@ -65,6 +65,11 @@ type Config struct {
 	// LaunchIdle is how long a launched model server that no task uses keeps its GPUs (its
 	// runs may have ended); the next task starts it again. Default 10 minutes.
 	LaunchIdle time.Duration
+	// Profiles are the model servers this replica may start for models with backend launch;
+	// a run config names one and never brings a command. ProfilesFile is read into Profiles
+	// by New (the --profiles flag, SHOAL_PROFILES); set one of the two.
+	Profiles     runconfig.Profiles
+	ProfilesFile string
 }
 
 func (c *Config) setDefaults() {
@@ -102,6 +107,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: lease ttl %s: want at least 1s", ErrConfig, c.LeaseTTL)
 	case c.LaunchIdle < time.Second:
 		return fmt.Errorf("%w: launch idle %s: want at least 1s", ErrConfig, c.LaunchIdle)
+	case c.ProfilesFile != "" && len(c.Profiles) > 0:
+		return fmt.Errorf("%w: both a profiles file and profiles are given; set one", ErrConfig)
 	}
 	return nil
 }
@@ -156,13 +163,23 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		tr.MaxIdleConnsPerHost = cfg.Concurrency
 		s.http, s.ownsHTTP = &http.Client{Transport: tr}, true
 	}
+	if cfg.ProfilesFile != "" {
+		ps, warnings, err := runconfig.LoadProfiles(cfg.ProfilesFile)
+		for _, w := range warnings {
+			s.log.Warn("launch profiles", "warning", w.String())
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		s.cfg.Profiles = ps
+	}
 	inv, noGPUs, err := inventory(cfg.GPUs, cfg.Host, s.log)
 	if err != nil {
 		return nil, err
 	}
 	openai := openaiBackend{http: s.http, getenv: cfg.Getenv}
 	s.launch = newLaunchBackend(launchConfig{
-		replica: cfg.ID, ttl: cfg.LeaseTTL, idle: cfg.LaunchIdle, inv: inv, noGPUs: noGPUs,
+		replica: cfg.ID, ttl: cfg.LeaseTTL, idle: cfg.LaunchIdle, inv: inv, noGPUs: noGPUs, profiles: s.cfg.Profiles,
 	}, openai, s.log)
 	s.backends = map[string]backend{
 		runconfig.BackendMutate: mutateBackend{},

@@ -22,19 +22,20 @@ func TestQueuedReplicaHandsTasksBack(t *testing.T) {
 	killGroups(t, dir)
 	// Each reply takes a while, so the first replica is still busy when tasks reach the second.
 	server := recorded(dir, "python3 "+standin(t)+" --port {port} --reply-delay 0.4")
-	cfg := launchConfig(launchModel("coder", server, `
-        health_path: /health
-        startup_timeout: 60
-        variants:
-          - {name: only, need_gib: 16, group_sizes: [1]}
+	ps := profiles(t, profile("standin", server, `
+    health_path: /health
+    startup_timeout: 60
+    variants:
+      - {name: only, need_gib: 16, group_sizes: [1]}
 `))
-	e := start(t, generator.Config{ID: "gen-a", GPUs: "1x24GiB", Host: testHost, Concurrency: 1}, map[string]string{"r1": cfg})
+	cfg := launchConfig(launchModel("coder", "standin"))
+	e := start(t, generator.Config{ID: "gen-a", GPUs: "1x24GiB", Host: testHost, Concurrency: 1, Profiles: ps}, map[string]string{"r1": cfg})
 	e.publish(t, promptTask("r1", "r1.t0", "coder"))
 	if c := e.candidates(t, 1)[0]; c.Rejected != "" {
 		t.Fatalf("first candidate rejected: %s", c.Rejected)
 	}
 
-	e.startReplica(t, generator.Config{ID: "gen-b", GPUs: "1x24GiB", Host: testHost, Concurrency: 2})
+	e.startReplica(t, generator.Config{ID: "gen-b", GPUs: "1x24GiB", Host: testHost, Concurrency: 2, Profiles: ps})
 	gens, err := e.JS.KeyValue(e.ctx, e.Names.GeneratorsBucket())
 	if err != nil {
 		t.Fatal(err)

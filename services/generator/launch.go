@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -60,6 +61,9 @@ type launchConfig struct {
 	idle    time.Duration
 	inv     gpu.Inventory
 	noGPUs  string // why this replica cannot launch models; "" when it can
+	// profiles are the model servers this host's operator allows (Config.Profiles); a run
+	// config only names one.
+	profiles runconfig.Profiles
 }
 
 // Timing of the supervisor.
@@ -99,10 +103,14 @@ func newLaunchBackend(cfg launchConfig, openai openaiBackend, log *slog.Logger) 
 
 func (b *launchBackend) generate(ctx context.Context, task *protocol.Task, m runconfig.Model) (string, string, protocol.TokenUsage, error) {
 	var none protocol.TokenUsage
+	p, err := b.cfg.profiles.Lookup(m)
+	if err != nil {
+		return "", "", none, fmt.Errorf("launch: %w", err)
+	}
 	if b.cfg.noGPUs != "" {
 		return "", "", none, errors.New("launch: " + b.cfg.noGPUs)
 	}
-	s, err := b.server(task.Run, m)
+	s, err := b.server(task.Run, m, p)
 	if err != nil {
 		return "", "", none, err
 	}
@@ -184,10 +192,10 @@ func (b *launchBackend) servedElsewhere(ctx context.Context, model, holder strin
 
 func (b *launchBackend) drain() { b.drainOnce.Do(func() { close(b.draining) }) }
 
-// server returns the server that launches model m as m's config says, starting its
-// supervisor on first use.
-func (b *launchBackend) server(run string, m runconfig.Model) (*launched, error) {
-	key := serverKey(m)
+// server returns the server that launches model m with profile p, starting its supervisor on
+// first use.
+func (b *launchBackend) server(run string, m runconfig.Model, p runconfig.Profile) (*launched, error) {
+	key := serverKey(m, p)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if s, ok := b.servers[key]; ok {
@@ -197,6 +205,7 @@ func (b *launchBackend) server(run string, m runconfig.Model) (*launched, error)
 	s := &launched{
 		key:     key,
 		model:   m,
+		profile: p,
 		holder:  b.cfg.replica + "/" + name,
 		log:     b.log.With("model", m.Name, "server", name, "started_by", run),
 		cur:     newAttempt(),
@@ -223,13 +232,13 @@ func (b *launchBackend) retire(s *launched) bool {
 	return true
 }
 
-// serverKey identifies how a model is launched: its name and every launch setting, so that
-// runs that launch it the same way share one server.
-func serverKey(m runconfig.Model) string {
+// serverKey identifies how a model is launched: its name and its profile, so that runs that
+// launch it the same way share one server.
+func serverKey(m runconfig.Model, p runconfig.Profile) string {
 	data, _ := json.Marshal(struct {
-		Name   string
-		Launch runconfig.Launch
-	}{m.Name, m.Launch}) // plain data always encodes
+		Name    string
+		Profile runconfig.Profile
+	}{m.Name, p}) // plain data always encodes
 	sum := sha256.Sum256(data)
 	return m.Name + "\x00" + hex.EncodeToString(sum[:])
 }
@@ -243,10 +252,11 @@ type endpoint struct {
 
 // launched is one model server and the state tasks wait on.
 type launched struct {
-	key    string
-	model  runconfig.Model
-	holder string
-	log    *slog.Logger
+	key     string
+	model   runconfig.Model
+	profile runconfig.Profile
+	holder  string
+	log     *slog.Logger
 
 	mu      sync.Mutex
 	cur     *attempt // the start that tasks wait for now
@@ -371,7 +381,7 @@ func (s *launched) fail(err error, final bool) {
 // the server and releases the lease.
 func (s *launched) supervise(ctx context.Context, kv jetstream.KeyValue, b *launchBackend) {
 	defer s.settle(endpoint{}, errStopping)
-	variants, err := gpuVariants(s.model)
+	variants, err := gpuVariants(s.model.Name, s.profile)
 	if err != nil {
 		s.fail(fmt.Errorf("launch: %w", err), true)
 		return
@@ -490,8 +500,8 @@ func isLost(l *lease.Lease) bool {
 // because ctx ended. up is how long it was healthy; 0 means it never was, and err is then
 // the reason tasks waiting for it are rejected.
 func (s *launched) runServer(ctx context.Context, l *lease.Lease, retire func() bool) (up time.Duration, err error) {
-	lc := s.model.Launch
-	variant, _ := s.model.Variant(l.Variant().Name)
+	lc := s.profile
+	variant, _ := lc.Variant(l.Variant().Name)
 	port, err := freePort()
 	if err != nil {
 		return 0, fmt.Errorf("launch: pick a port: %w", err)
@@ -504,7 +514,11 @@ func (s *launched) runServer(ctx context.Context, l *lease.Lease, retire func() 
 		"model":   s.model.ServedName(variant),
 		"variant": variant.Name,
 	})
-	env := append(os.Environ(), "CUDA_VISIBLE_DEVICES="+gpus)
+	env := os.Environ()
+	for _, k := range slices.Sorted(maps.Keys(lc.Env)) {
+		env = append(env, k+"="+lc.Env[k])
+	}
+	env = append(env, "CUDA_VISIBLE_DEVICES="+gpus)
 	p, err := startProcess(argv, env, s.log)
 	if err != nil {
 		return 0, fmt.Errorf("launch: start %s: %w", argv[0], err)
@@ -627,19 +641,19 @@ func substitute(command []string, values map[string]string) []string {
 	return out
 }
 
-// gpuVariants turns the model's launch variants into what placement takes, estimating the
-// need of a variant that declares none from its model file.
-func gpuVariants(m runconfig.Model) ([]gpu.Variant, error) {
-	if len(m.Launch.Variants) == 0 {
-		return nil, fmt.Errorf("model %q has no launch variants", m.Name)
+// gpuVariants turns the profile's variants into what placement takes, estimating the need of
+// a variant that declares none from its model file.
+func gpuVariants(model string, p runconfig.Profile) ([]gpu.Variant, error) {
+	if len(p.Variants) == 0 {
+		return nil, fmt.Errorf("model %q: profile %q has no variants", model, p.Name)
 	}
-	out := make([]gpu.Variant, 0, len(m.Launch.Variants))
-	for _, v := range m.Launch.Variants {
+	out := make([]gpu.Variant, 0, len(p.Variants))
+	for _, v := range p.Variants {
 		need := gpu.MiB(v.NeedMiB)
 		if need <= 0 {
 			n, err := gpu.EstimateNeed(v.ModelPath, v.ContextLength, gpu.NeedOptions{})
 			if err != nil {
-				return nil, fmt.Errorf("variant %q: %w; declare need_gib in the run config instead", v.Name, err)
+				return nil, fmt.Errorf("variant %q: %w; declare need_gib in the launch profile instead", v.Name, err)
 			}
 			need = n.WeightsMiB + n.KVCacheMiB
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/gpu/lease"
 	"github.com/shoal-run/shoal/pkg/natsx/natstest"
 	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/services/generator"
 )
 
@@ -41,24 +42,20 @@ func standin(t *testing.T) string {
 
 // recorded wraps a server command in a shell that appends its pid (which is also its process
 // group: the generator starts each server in a group of its own) to dir/pids and writes its
-// CUDA_VISIBLE_DEVICES to dir/cvd, then execs the server under the same pid.
+// CUDA_VISIBLE_DEVICES to dir/cvd and its STANDIN_NOTE (a profile's env) to dir/note, then
+// execs the server under the same pid.
 func recorded(dir, server string) []string {
-	return []string{"sh", "-c", fmt.Sprintf(`echo $$ >> %s/pids; printf %%s "$CUDA_VISIBLE_DEVICES" > %s/cvd; exec %s`, dir, dir, server)}
+	return []string{"sh", "-c", fmt.Sprintf(`echo $$ >> %s/pids; printf %%s "$CUDA_VISIBLE_DEVICES" > %s/cvd; printf %%s "$STANDIN_NOTE" > %s/note; exec %s`, dir, dir, dir, server)}
 }
 
-// launchModel is one model's entry in a run config.
-func launchModel(name string, command []string, extra string) string {
-	quoted := make([]string, len(command))
-	for i, a := range command {
-		quoted[i] = strconv.Quote(a)
-	}
+// launchModel is one launched model's entry in a run config: it names a profile.
+func launchModel(name, profile string) string {
 	return fmt.Sprintf(`
     - name: %s
       backend: launch
       concurrency: 2
-      launch:
-        command: [%s]
-%s`, name, strings.Join(quoted, ", "), extra)
+      launch: {profile: %s}
+`, name, profile)
 }
 
 func launchConfig(models ...string) string {
@@ -69,6 +66,26 @@ llm:
   retries: 2
   retry_delay: 0.2
   models:` + strings.Join(models, "")
+}
+
+// profile is one entry of a generator's profiles file; extra holds its other keys, indented
+// by four spaces.
+func profile(name string, command []string, extra string) string {
+	quoted := make([]string, len(command))
+	for i, a := range command {
+		quoted[i] = strconv.Quote(a)
+	}
+	return fmt.Sprintf("  %s:\n    command: [%s]\n%s", name, strings.Join(quoted, ", "), extra)
+}
+
+// profiles reads entries as the generator reads its --profiles file.
+func profiles(t *testing.T, entries ...string) runconfig.Profiles {
+	t.Helper()
+	ps, warnings, err := runconfig.ParseProfiles([]byte("profiles:\n" + strings.Join(entries, "")))
+	if err != nil || len(warnings) > 0 {
+		t.Fatalf("profiles: %v %v", err, warnings)
+	}
+	return ps
 }
 
 // promptTask is a task whose prompt shows the parent the way the planner does, which the
@@ -173,13 +190,19 @@ func TestLaunchServesOnLeasedGPUs(t *testing.T) {
 	dir := t.TempDir()
 	killGroups(t, dir)
 	server := recorded(dir, "python3 "+standin(t)+" --port {port} --model-name {model}")
-	cfg := launchConfig(launchModel("coder", server, `
-        health_path: /health
-        startup_timeout: 60
-        variants:
-          - {name: big, need_gib: 30, group_sizes: [2]}
-`))
-	e := start(t, generator.Config{ID: "gen-l", GPUs: "2x24GiB", Host: testHost}, map[string]string{"r1": cfg, "r2": cfg})
+	// The profile comes from the generator's profiles file, as --profiles gives it.
+	file := filepath.Join(t.TempDir(), "profiles.yaml")
+	if err := os.WriteFile(file, []byte("profiles:\n"+profile("standin", server, `
+    health_path: /health
+    startup_timeout: 60
+    env: {STANDIN_NOTE: from-profile}
+    variants:
+      - {name: big, need_gib: 30, group_sizes: [2]}
+`)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := launchConfig(launchModel("coder", "standin"))
+	e := start(t, generator.Config{ID: "gen-l", GPUs: "2x24GiB", Host: testHost, ProfilesFile: file}, map[string]string{"r1": cfg, "r2": cfg})
 	const holder = "gen-l/coder"
 
 	// The host's GPUs are published for `shoal leases`.
@@ -220,6 +243,9 @@ func TestLaunchServesOnLeasedGPUs(t *testing.T) {
 	}
 	if string(cvd) != uuids(a) {
 		t.Errorf("server ran with CUDA_VISIBLE_DEVICES=%q, want the lease's GPUs %q", cvd, uuids(a))
+	}
+	if note, err := os.ReadFile(filepath.Join(dir, "note")); err != nil || string(note) != "from-profile" {
+		t.Errorf("server ran with STANDIN_NOTE=%q (%v), want the profile's env value from-profile", note, err)
 	}
 
 	// Another run that launches the model the same way shares its server.
@@ -265,12 +291,13 @@ func TestLaunchLostLeaseKillsServer(t *testing.T) {
 	dir := t.TempDir()
 	killGroups(t, dir)
 	server := recorded(dir, "python3 "+standin(t)+" --port {port}")
-	cfg := launchConfig(launchModel("coder", server, `
-        health_path: /health
-        startup_timeout: 60
-        variants: [{name: small, need_gib: 8}]
+	ps := profiles(t, profile("standin", server, `
+    health_path: /health
+    startup_timeout: 60
+    variants: [{name: small, need_gib: 8}]
 `))
-	e := start(t, generator.Config{ID: "gen-f", GPUs: "2x24GiB", Host: testHost, LeaseTTL: 3 * time.Second}, map[string]string{"r1": cfg})
+	cfg := launchConfig(launchModel("coder", "standin"))
+	e := start(t, generator.Config{ID: "gen-f", GPUs: "2x24GiB", Host: testHost, LeaseTTL: 3 * time.Second, Profiles: ps}, map[string]string{"r1": cfg})
 	const holder = "gen-f/coder"
 	e.publish(t, promptTask("r1", "r1.t1", "coder"))
 	if c := e.candidates(t, 1)[0]; c.Rejected != "" {
@@ -332,16 +359,17 @@ func TestLaunchStartupFailuresRejectTasks(t *testing.T) {
 	noLeaks(t)
 	hangs, exits := t.TempDir(), t.TempDir()
 	killGroups(t, hangs, exits)
-	cfg := launchConfig(
-		launchModel("hangs", recorded(hangs, `python3 -c "import time; time.sleep(600)" {port}`), `
-        startup_timeout: 2
-        variants: [{name: v, need_gib: 10}]
+	ps := profiles(t,
+		profile("hangs", recorded(hangs, `python3 -c "import time; time.sleep(600)" {port}`), `
+    startup_timeout: 2
+    variants: [{name: v, need_gib: 10}]
 `),
-		launchModel("exits", recorded(exits, `sh -c "echo loading weights; echo 'fatal: no model at /models/x.gguf' >&2; exit 3" {port}`), `
-        startup_timeout: 60
-        variants: [{name: v, need_gib: 10}]
+		profile("exits", recorded(exits, `sh -c "echo loading weights; echo 'fatal: no model at /models/x.gguf' >&2; exit 3" {port}`), `
+    startup_timeout: 60
+    variants: [{name: v, need_gib: 10}]
 `))
-	e := start(t, generator.Config{ID: "gen-s", GPUs: "2x24GiB", Host: testHost}, map[string]string{"r1": cfg})
+	cfg := launchConfig(launchModel("hangs", "hangs"), launchModel("exits", "exits"))
+	e := start(t, generator.Config{ID: "gen-s", GPUs: "2x24GiB", Host: testHost, Profiles: ps}, map[string]string{"r1": cfg})
 	e.publish(t, promptTask("r1", "r1.hangs", "hangs"))
 	e.publish(t, promptTask("r1", "r1.exits", "exits"))
 	got := map[string]protocol.Candidate{}
@@ -391,10 +419,11 @@ func TestLaunchStartupFailuresRejectTasks(t *testing.T) {
 // A variant too large for every GPU of the host is rejected at once, with placement's reason.
 func TestLaunchVariantThatNeverFits(t *testing.T) {
 	noLeaks(t)
-	cfg := launchConfig(launchModel("huge", []string{"./serve", "{port}"}, `
-        variants: [{name: fp16, need_gib: 100, group_sizes: [1, 2]}]
+	ps := profiles(t, profile("huge", []string{"./serve", "{port}"}, `
+    variants: [{name: fp16, need_gib: 100, group_sizes: [1, 2]}]
 `))
-	e := start(t, generator.Config{GPUs: "2x24GiB", Host: testHost}, map[string]string{"r1": cfg})
+	cfg := launchConfig(launchModel("huge", "huge"))
+	e := start(t, generator.Config{GPUs: "2x24GiB", Host: testHost, Profiles: ps}, map[string]string{"r1": cfg})
 	e.publish(t, promptTask("r1", "r1.t1", "huge"))
 	c := e.candidates(t, 1)[0]
 	for _, w := range []string{"launch: ", "fp16"} {
@@ -407,10 +436,11 @@ func TestLaunchVariantThatNeverFits(t *testing.T) {
 // Tasks of a launched model on a replica without GPUs are rejected with the way out.
 func TestLaunchWithoutGPUs(t *testing.T) {
 	noLeaks(t)
-	cfg := launchConfig(launchModel("coder", []string{"./serve", "{port}"}, `
-        variants: [{name: v, need_gib: 1}]
+	ps := profiles(t, profile("serve", []string{"./serve", "{port}"}, `
+    variants: [{name: v, need_gib: 1}]
 `))
-	e := start(t, generator.Config{GPUs: "none"}, map[string]string{"r1": cfg})
+	cfg := launchConfig(launchModel("coder", "serve"))
+	e := start(t, generator.Config{GPUs: "none", Profiles: ps}, map[string]string{"r1": cfg})
 	e.publish(t, promptTask("r1", "r1.t1", "coder"))
 	c := e.candidates(t, 1)[0]
 	if !strings.Contains(c.Rejected, "launch: this generator was started with --gpus none") {
@@ -418,29 +448,32 @@ func TestLaunchWithoutGPUs(t *testing.T) {
 	}
 }
 
-// A run whose launch section cannot be used is refused as a whole: its tasks are terminated
-// without a candidate, and a later valid run is still served.
-func TestLaunchConfigErrorsTerminateTasks(t *testing.T) {
+// A run config that brings its own launch command is refused as a whole, even when it
+// reaches the runs bucket without the archive's check: its tasks are terminated without a
+// candidate, the command never runs, and a later valid run is still served.
+func TestLaunchCommandInRunConfigRefused(t *testing.T) {
 	noLeaks(t)
-	noCommand := `
+	marker := filepath.Join(t.TempDir(), "ran")
+	withCommand := fmt.Sprintf(`
 language: python
 llm:
   models:
     - name: coder
       backend: launch
       launch:
+        command: [sh, -c, "id > %s; env >> %s", "{port}"]
         variants: [{name: v, need_gib: 1}]
-`
-	noVariants := `
+`, marker, marker)
+	noProfile := `
 language: python
 llm:
   models:
     - name: coder
       backend: launch
-      launch:
-        command: [./serve, "{port}"]
 `
-	e := start(t, generator.Config{GPUs: "none"}, map[string]string{"bad1": noCommand, "bad2": noVariants, "good": mutateConfig})
+	ps := profiles(t, profile("serve", []string{"sh", "-c", "touch " + marker, "{port}"}, "    variants: [{name: v, need_gib: 1}]\n"))
+	e := start(t, generator.Config{GPUs: "2x24GiB", Host: testHost, Profiles: ps},
+		map[string]string{"bad1": withCommand, "bad2": noProfile, "good": mutateConfig})
 	e.publish(t, promptTask("bad1", "bad1.t1", "coder"))
 	e.publish(t, promptTask("bad2", "bad2.t1", "coder"))
 	e.publish(t, task("good", "good.t1", "mutate"))
@@ -450,12 +483,39 @@ llm:
 		t.Errorf("candidates = %+v, want only good.t1's", c)
 	}
 	for _, tt := range []struct{ run, want string }{
-		{"bad1", "llm.models[0].launch.command: is not set"},
-		{"bad2", "llm.models[0].launch.variants: is empty"},
+		{"bad1", "llm.models[0].launch.command: a run config cannot bring a command"},
+		{"bad2", "llm.models[0].launch.profile: is not set"},
 	} {
 		if _, err := e.store.Spec(context.Background(), tt.run); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("run %s: Spec error = %v, want one saying %q", tt.run, err, tt.want)
 		}
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a command ran on the host for a refused run config (%s: %v)", marker, err)
+	}
+}
+
+// A run that names a profile this generator does not declare gets its tasks rejected with
+// that reason and the profiles there are; nothing is started.
+func TestLaunchUnknownProfileRejected(t *testing.T) {
+	noLeaks(t)
+	ps := profiles(t, profile("llama-cpp", []string{"./serve", "{port}"}, "    variants: [{name: v, need_gib: 1}]\n"))
+	tests := []struct {
+		name string
+		ps   runconfig.Profiles
+		want string
+	}{
+		{"others declared", ps, `launch: model "coder": unknown launch profile "vllm-qwen": it has llama-cpp; declare the profile in its --profiles file`},
+		{"none declared", nil, `launch: model "coder": unknown launch profile "vllm-qwen": none are declared: start the generator with --profiles FILE (or SHOAL_PROFILES)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t, generator.Config{GPUs: "2x24GiB", Host: testHost, Profiles: tt.ps}, map[string]string{"r1": launchConfig(launchModel("coder", "vllm-qwen"))})
+			e.publish(t, promptTask("r1", "r1.t1", "coder"))
+			if c := e.candidates(t, 1)[0]; c.Rejected != tt.want {
+				t.Errorf("rejection = %q, want %q", c.Rejected, tt.want)
+			}
+		})
 	}
 }
 
@@ -463,10 +523,11 @@ llm:
 // rejects the model's tasks with the way out.
 func TestLaunchNeedEstimateFails(t *testing.T) {
 	noLeaks(t)
-	cfg := launchConfig(launchModel("est", []string{"./serve", "{port}"}, `
-        variants: [{name: q4, model_path: /nonexistent/model.gguf}]
+	ps := profiles(t, profile("est", []string{"./serve", "{port}"}, `
+    variants: [{name: q4, model_path: /nonexistent/model.gguf}]
 `))
-	e := start(t, generator.Config{GPUs: "2x24GiB", Host: testHost}, map[string]string{"r1": cfg})
+	cfg := launchConfig(launchModel("est", "est"))
+	e := start(t, generator.Config{GPUs: "2x24GiB", Host: testHost, Profiles: ps}, map[string]string{"r1": cfg})
 	e.publish(t, promptTask("r1", "r1.t1", "est"))
 	c := e.candidates(t, 1)[0]
 	for _, w := range []string{`launch: variant "q4"`, "/nonexistent/model.gguf", "declare need_gib"} {
@@ -484,6 +545,13 @@ func TestGPUsConfig(t *testing.T) {
 	if err := os.WriteFile(inventory, []byte(`{"host": "box-1", "gpus": [{"uuid": "GPU-a", "name": "RTX 3090", "total_mib": 24576}]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	profilesFile, badProfiles := filepath.Join(dir, "profiles.yaml"), filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(profilesFile, []byte("profiles:\n"+profile("p", []string{"./serve", "{port}"}, "    variants: [{name: v, need_gib: 1}]\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(badProfiles, []byte("profiles:\n"+profile("p", []string{"./serve"}, "    variants: [{name: v, need_gib: 1}]\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		cfg  generator.Config
@@ -498,6 +566,9 @@ func TestGPUsConfig(t *testing.T) {
 		{"file for another host", generator.Config{GPUs: inventory, Host: "box-2"}, `inventory file ` + inventory + ` is for host "box-1", and this generator is host "box-2"; set --host to match`},
 		{"lease ttl", generator.Config{GPUs: "none", LeaseTTL: time.Millisecond}, "lease ttl 1ms: want at least 1s"},
 		{"launch idle", generator.Config{GPUs: "none", LaunchIdle: time.Millisecond}, "launch idle 1ms: want at least 1s"},
+		{"profiles file", generator.Config{GPUs: "none", ProfilesFile: profilesFile}, ""},
+		{"profiles file missing", generator.Config{GPUs: "none", ProfilesFile: filepath.Join(dir, "missing.yaml")}, "read profiles: open " + filepath.Join(dir, "missing.yaml")},
+		{"profiles file invalid", generator.Config{GPUs: "none", ProfilesFile: badProfiles}, badProfiles + ": profiles.p.command: does not use {port}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -519,11 +590,12 @@ func TestLaunchIdleServerStops(t *testing.T) {
 	dir := t.TempDir()
 	killGroups(t, dir)
 	server := recorded(dir, "python3 "+standin(t)+" --port {port}")
-	cfg := launchConfig(launchModel("coder", server, `
-        health_path: /health
-        variants: [{name: small, need_gib: 8}]
+	ps := profiles(t, profile("standin", server, `
+    health_path: /health
+    variants: [{name: small, need_gib: 8}]
 `))
-	e := start(t, generator.Config{ID: "gen-i", GPUs: "2x24GiB", Host: testHost, LaunchIdle: 2 * time.Second}, map[string]string{"r1": cfg})
+	cfg := launchConfig(launchModel("coder", "standin"))
+	e := start(t, generator.Config{ID: "gen-i", GPUs: "2x24GiB", Host: testHost, LaunchIdle: 2 * time.Second, Profiles: ps}, map[string]string{"r1": cfg})
 	e.publish(t, promptTask("r1", "r1.t1", "coder"))
 	if c := e.candidates(t, 1)[0]; c.Rejected != "" {
 		t.Fatalf("rejected: %s", c.Rejected)

@@ -40,16 +40,17 @@ func TestLaunchReplicasChooseTheVariantThatFitsAll(t *testing.T) {
 	dir := t.TempDir()
 	killGroups(t, dir)
 	server := recorded(dir, "python3 "+standin(t)+" --port {port}")
-	cfg := launchConfig(launchModel("coder", server, `
-        health_path: /health
-        startup_timeout: 60
-        variants:
-          - {name: q8, need_mib: 12800, per_gpu_overhead_mib: 300, group_sizes: [2]}
-          - {name: q4, need_mib: 7168, per_gpu_overhead_mib: 300, group_sizes: [1]}
+	ps := profiles(t, profile("standin", server, `
+    health_path: /health
+    startup_timeout: 60
+    variants:
+      - {name: q8, need_mib: 12800, per_gpu_overhead_mib: 300, group_sizes: [2]}
+      - {name: q4, need_mib: 7168, per_gpu_overhead_mib: 300, group_sizes: [1]}
 `))
-	e := start(t, generator.Config{ID: "gen-0", GPUs: "4x11GiB", Host: testHost, Concurrency: 1}, map[string]string{"r1": cfg})
+	cfg := launchConfig(launchModel("coder", "standin"))
+	e := start(t, generator.Config{ID: "gen-0", GPUs: "4x11GiB", Host: testHost, Concurrency: 1, Profiles: ps}, map[string]string{"r1": cfg})
 	for i := 1; i < 4; i++ {
-		e.startReplica(t, generator.Config{ID: fmt.Sprintf("gen-%d", i), GPUs: "4x11GiB", Host: testHost, Concurrency: 1})
+		e.startReplica(t, generator.Config{ID: fmt.Sprintf("gen-%d", i), GPUs: "4x11GiB", Host: testHost, Concurrency: 1, Profiles: ps})
 	}
 	gens, err := e.JS.KeyValue(e.ctx, e.Names.GeneratorsBucket())
 	if err != nil {

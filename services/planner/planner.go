@@ -324,8 +324,8 @@ func (s *Service) planRun(ctx context.Context, run string) error {
 		}
 		s.controls[run] = ctl
 	}
-	if pst.Status == protocol.RunDone && ctl.Extensions <= pst.Extensions {
-		return nil // only an extension wakes a finished run
+	if pst.Status == protocol.RunDone && ctl.Extensions <= pst.Extensions || pst.Status == protocol.RunFailed {
+		return nil // only an extension wakes a finished run; nothing wakes a failed one
 	}
 	spec, err := s.runs.Spec(ctx, run)
 	if err != nil {
@@ -341,6 +341,9 @@ func (s *Service) planRun(ctx context.Context, run string) error {
 			return err
 		}
 		s.states[run] = st
+	}
+	if open, err := s.seedGate(ctx, pst, st); !open {
+		return err
 	}
 	if n, ok := s.pending[run]; ok {
 		if err := s.publishTask(ctx, spec, pst.LastModel, n); err != nil {

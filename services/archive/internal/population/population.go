@@ -125,6 +125,7 @@ func (p *Population) Fold(r *protocol.Result, seq uint64) Outcome {
 	seed := c.IsSeed()
 	if seed {
 		p.state.Seeds++
+		noteSeed(&p.state, r)
 	} else {
 		p.state.Iterations++
 		p.state.ByModel[c.Model]++

@@ -68,8 +68,8 @@ func (l *Launcher) newCgroup(c Command) (*jobCgroup, error) {
 	}
 	cg := &jobCgroup{path: path}
 	writes := map[string]string{"pids.max": strconv.Itoa(maxProcs), "memory.swap.max": "0"}
-	if c.MemoryLimitMB > 0 {
-		writes["memory.max"] = strconv.Itoa(c.MemoryLimitMB << 20)
+	if mb := memoryLimit(c); mb > 0 {
+		writes["memory.max"] = strconv.Itoa(mb << 20)
 	}
 	for name, v := range writes {
 		if err := os.WriteFile(filepath.Join(path, name), []byte(v), 0o644); err != nil && name != "memory.swap.max" {
@@ -80,11 +80,12 @@ func (l *Launcher) newCgroup(c Command) (*jobCgroup, error) {
 	return cg, nil
 }
 
-func (cg *jobCgroup) dir() string {
+// name is the cgroup's path below the launcher's, which the zygote holds open.
+func (cg *jobCgroup) name() string {
 	if cg == nil {
 		return ""
 	}
-	return cg.path
+	return filepath.Base(cg.path)
 }
 
 // remove kills whatever is left in the cgroup and removes it.

@@ -37,12 +37,10 @@ type Command struct {
 	Thresholds []float64
 	// Env holds variables added to the clean environment (e.g. PYTHONPATH=...).
 	Env []string
-	// ReadOnly lists directories the job reads (the evaluator's bundle): kept visible, and
-	// read-only, even under the private /tmp.
-	ReadOnly []string
 	// Timeout is the wall-clock limit; zero or less means no limit besides ctx.
 	Timeout time.Duration
-	// MemoryLimitMB sets RLIMIT_AS for the process and its children when > 0.
+	// MemoryLimitMB sets RLIMIT_AS for the process and its children, and memory.max of its
+	// cgroup where there is one; zero means DefaultMemoryLimitMB, less than zero no limit.
 	MemoryLimitMB int
 	// MaxOutputBytes caps what is kept of each of stdout and stderr; default 64 KiB.
 	MaxOutputBytes int
@@ -88,6 +86,17 @@ func (o *Outcome) Success() bool { return o.ExitCode == 0 && !o.TimedOut && o.Si
 // DefaultMaxFileBytes is the largest file a command may write when it sets no MaxFileBytes.
 const DefaultMaxFileBytes = 64 << 20
 
+// DefaultMemoryLimitMB bounds a job's memory when a Command sets no MemoryLimitMB: enough
+// for an interpreter with numpy and scipy, far from what a shared host can lose.
+const DefaultMemoryLimitMB = 2048
+
+// DefaultScratchMB bounds what a job may write to its work dir and /tmp together when a
+// Prepare sets no ScratchMB.
+const DefaultScratchMB = 256
+
+// maxInputs is how many files a Box may pass to its job (zygote.py's MAX_INPUTS).
+const maxInputs = 4
+
 // DefaultOutputLimitBytes is how much a job may write to stdout and stderr together when a
 // Command sets no OutputLimitBytes.
 const DefaultOutputLimitBytes = 64 << 20
@@ -107,8 +116,26 @@ const maxProcs = 256
 const pipeGrace = time.Second
 
 // Box is a private work directory for one evaluation: the command's cwd, HOME and TMPDIR.
+// Where the job has a mount namespace, it sees a fresh tmpfs at Dir's path, holding copies
+// of the files written with WriteFile; what it writes there never reaches the host's disk.
 type Box struct {
-	Dir string
+	Dir    string
+	inputs []string
+}
+
+// WriteFile writes a file the job finds in its work dir (the candidate's program).
+func (b *Box) WriteFile(name string, data []byte) error {
+	if filepath.Base(name) != name || name == "." || name == ".." {
+		return fmt.Errorf("sandbox: input %q must be a plain file name", name)
+	}
+	if len(b.inputs) == maxInputs {
+		return fmt.Errorf("sandbox: more than %d inputs", maxInputs)
+	}
+	if err := os.WriteFile(filepath.Join(b.Dir, name), data, 0o644); err != nil {
+		return fmt.Errorf("sandbox: write %s: %w", name, err)
+	}
+	b.inputs = append(b.inputs, name)
+	return nil
 }
 
 // New creates a fresh work directory under parent.

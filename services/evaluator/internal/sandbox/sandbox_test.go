@@ -46,9 +46,15 @@ func newBox(t *testing.T) *Box {
 
 func TestRun(t *testing.T) {
 	t.Setenv("SECRET", "hunter2")
+	// A file of the host's beside the work dirs, which no job may see.
+	outside := filepath.Join(t.TempDir(), "secret.txt")
+	if err := os.WriteFile(outside, []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name  string
 		cmd   Command
+		input string // written to the box as input.txt when set
 		check func(t *testing.T, b *Box, o *Outcome)
 	}{
 		{
@@ -186,12 +192,38 @@ id -u | sed 's/^/uid=/'`}, Timeout: 10 * time.Second},
 			},
 		},
 		{
-			name: "read-only leftovers are removed",
-			cmd:  Command{Args: []string{"sh", "-c", "mkdir -p d/e && touch d/e/f && chmod 0500 d/e d"}},
+			name: "the work dir is a tmpfs of its own, off the host's disk",
+			cmd:  Command{Args: []string{"sh", "-c", "mkdir -p d/e && touch d/e/f && chmod 0500 d/e d && stat -f -c %T . && ls"}},
 			check: func(t *testing.T, b *Box, o *Outcome) {
-				if _, err := os.Stat(filepath.Join(b.Dir, "d", "e", "f")); err != nil {
-					t.Errorf("command's file: %v", err)
+				if !o.Success() || !strings.HasPrefix(o.Stdout, "tmpfs\n") || !strings.Contains(o.Stdout, "d\n") {
+					t.Errorf("success %v, stdout %q; want tmpfs and d", o.Success(), o.Stdout)
 				}
+				if _, err := os.Stat(filepath.Join(b.Dir, "d")); err == nil {
+					t.Error("the command's file reached the host's work dir")
+				}
+			},
+		},
+		{
+			name:  "the box's files are copied in",
+			cmd:   Command{Args: []string{"sh", "-c", "cat input.txt && echo more >> input.txt"}},
+			input: "hello from the box",
+			check: func(t *testing.T, b *Box, o *Outcome) {
+				if !o.Success() || o.Stdout != "hello from the box" {
+					t.Errorf("success %v, stdout %q; want the input", o.Success(), o.Stdout)
+				}
+				if data, _ := os.ReadFile(filepath.Join(b.Dir, "input.txt")); string(data) != "hello from the box" {
+					t.Errorf("host's copy = %q, want it untouched", data)
+				}
+			},
+		},
+		{
+			name: "a minimal root: no host homes, state or logs",
+			cmd:  Command{Args: []string{"sh", "-c", "ls / | tr '\\n' ' '; for p in /home /var/log /work /root/.bashrc /etc/shadow \"$SHOAL_OUTSIDE\"; do test -e \"$p\" && echo \"seen $p\"; done; echo done"}, Env: []string{"SHOAL_OUTSIDE=" + outside}},
+			check: func(t *testing.T, b *Box, o *Outcome) {
+				if !o.Success() || strings.Contains(o.Stdout, "seen") || !strings.Contains(o.Stdout, "done") {
+					t.Errorf("success %v, stdout %q; want nothing seen", o.Success(), o.Stdout)
+				}
+				t.Logf("root: %s", o.Stdout)
 			},
 		},
 	}
@@ -199,6 +231,11 @@ id -u | sed 's/^/uid=/'`}, Timeout: 10 * time.Second},
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBox(t)
+			if tc.input != "" {
+				if err := b.WriteFile("input.txt", []byte(tc.input)); err != nil {
+					t.Fatal(err)
+				}
+			}
 			o, err := z.Run(context.Background(), b, tc.cmd)
 			if err != nil {
 				t.Fatalf("run: %v", err)

@@ -38,6 +38,9 @@ type Launcher struct {
 	netMode atomic.Int32
 	logged  sync.Map // missing protection → struct{}
 	cgroup  string   // a delegated cgroup v2 dir for per-job cgroups, or ""
+	// hostRoot: the service runs as root, so jobs get a uid of their own; otherwise they
+	// keep the service's (without capabilities, in a user namespace where there is one).
+	hostRoot bool
 }
 
 // NewLauncher installs zygote.py into cacheDir (once per version) and returns a launcher
@@ -69,7 +72,7 @@ func NewLauncher(python, cacheDir string, log *slog.Logger) (*Launcher, error) {
 			}
 		}
 	}
-	l := &Launcher{python: python, script: script, log: log}
+	l := &Launcher{python: python, script: script, log: log, hostRoot: os.Geteuid() == 0}
 	var why string
 	l.cgroup, why = findCgroup()
 	if why != "" {
@@ -99,11 +102,16 @@ type Prepare struct {
 	Evaluator string
 	// Env holds variables added to the zygote's clean environment.
 	Env []string
-	// ReadOnly lists directories every job reads (the bundle, the harness): bound into the
-	// standby jobs' mount trees ahead of time. A Command's other ReadOnly dirs are bound per job.
+	// ReadOnly lists directories every job reads (the bundle, the harness): bound, read-only,
+	// into the minimal root the zygote builds; nothing else of the host's but the
+	// interpreter and system directories is there.
 	ReadOnly []string
-	// Roots are the directories under which the jobs' own work dirs (Box) are made.
+	// Roots are the directories under which the jobs' own work dirs (Box) are made: a job
+	// sees a fresh tmpfs there (under /tmp: /tmp's).
 	Roots []string
+	// ScratchMB bounds the bytes a job may write to its work dir and /tmp (a tmpfs each job
+	// gets); zero means DefaultScratchMB.
+	ScratchMB int
 	// Spares is how many supervisors wait on standby, namespaces and mount tree prepared,
 	// so that a job pays only for handing itself over; 0 prepares one when a job comes
 	// (a zygote for one job: the cold path).
@@ -177,8 +185,18 @@ func (l *Launcher) Start(ctx context.Context, p *Prepare) (*Zygote, error) {
 	ctl := fc.(*net.UnixConn)
 	z := &Zygote{l: l, ctl: ctl, output: &lockedCapture{c: newCapture(DefaultMaxOutputBytes)}, pending: map[uint64]chan reply{}, waited: make(chan struct{}), readerD: make(chan struct{})}
 	args := []string{l.python, l.script, "--control", "3", "--keep", l.Dir()}
+	if l.hostRoot {
+		args = append(args, "--host-root")
+	}
+	if l.cgroup != "" {
+		args = append(args, "--cgroup", l.cgroup)
+	}
 	env := zygoteEnv()
+	scratch := DefaultScratchMB
 	if p != nil {
+		if p.ScratchMB > 0 {
+			scratch = p.ScratchMB
+		}
 		if p.Evaluator != "" {
 			args = append(args, "--harness", p.HarnessDir, "--evaluator", p.Evaluator)
 		}
@@ -191,6 +209,7 @@ func (l *Launcher) Start(ctx context.Context, p *Prepare) (*Zygote, error) {
 		args = append(args, "--spares", strconv.Itoa(p.Spares))
 		env = append(env, p.Env...)
 	}
+	args = append(args, "--scratch-mb", strconv.Itoa(scratch))
 	if err := z.start(args, env, theirs); err != nil {
 		ctl.Close()
 		return nil, err
@@ -373,7 +392,7 @@ type job struct {
 	Cascade    bool              `json:"cascade,omitempty"`
 	Thresholds []float64         `json:"thresholds,omitempty"`
 	Workdir    string            `json:"workdir"`
-	Keep       []string          `json:"keep,omitempty"`
+	Inputs     []string          `json:"inputs,omitempty"`
 	Env        map[string]string `json:"env"`
 	Rlimits    map[string]int64  `json:"rlimits"`
 	MaxProcs   int               `json:"max_procs"`
@@ -416,16 +435,30 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 			return nil, fmt.Errorf("sandbox: %w", err)
 		}
 	}
+	// The box's files travel as descriptors: init copies them into the job's work dir,
+	// which the host's file system never sees.
+	var inputs []*os.File
+	for _, name := range box.inputs {
+		f, err := os.Open(filepath.Join(box.Dir, name))
+		if err != nil {
+			closeAll(reads[:])
+			closeAll(writes[:])
+			closeAll(inputs)
+			return nil, fmt.Errorf("sandbox: input %w", err)
+		}
+		inputs = append(inputs, f)
+		j.Inputs = append(j.Inputs, name)
+	}
 	kill := writes[3]
 	defer kill.Close()
-	ours, theirs := reads[:3], []*os.File{writes[0], writes[1], writes[2], reads[3]}
+	ours, theirs := reads[:3], append([]*os.File{writes[0], writes[1], writes[2], reads[3]}, inputs...)
 	defer closeAll(ours)
 	cg, cgErr := z.l.newCgroup(c)
 	if cgErr != nil {
 		z.l.missing("per-job cgroup (" + cgErr.Error() + ")")
 	}
 	defer cg.remove()
-	j.Cgroup = cg.dir()
+	j.Cgroup = cg.name()
 
 	z.mu.Lock()
 	if z.dead {
@@ -441,7 +474,11 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 	z.mu.Unlock()
 
 	packet, _ := json.Marshal(j)
-	rights := syscall.UnixRights(int(theirs[0].Fd()), int(theirs[1].Fd()), int(theirs[2].Fd()), int(theirs[3].Fd()))
+	fds := make([]int, len(theirs))
+	for i, f := range theirs {
+		fds[i] = int(f.Fd())
+	}
+	rights := syscall.UnixRights(fds...)
 	_, _, err = z.ctl.WriteMsgUnix(packet, rights, nil)
 	closeAll(theirs)
 	if err != nil {
@@ -543,7 +580,6 @@ func (z *Zygote) job(box *Box, c Command) (*job, error) {
 			j.Env[k] = v
 		}
 	}
-	j.Keep = append([]string{z.l.Dir()}, c.ReadOnly...)
 	fileBytes := c.MaxFileBytes
 	if fileBytes == 0 {
 		fileBytes = DefaultMaxFileBytes
@@ -556,10 +592,21 @@ func (z *Zygote) job(box *Box, c Command) (*job, error) {
 		// CPU time, so that a busy loop ignoring SIGTERM is killed even without us.
 		j.Rlimits["RLIMIT_CPU"] = int64(math.Ceil(c.Timeout.Seconds()))
 	}
-	if c.MemoryLimitMB > 0 {
-		j.Rlimits["RLIMIT_AS"] = int64(c.MemoryLimitMB) << 20
+	if mb := memoryLimit(c); mb > 0 {
+		j.Rlimits["RLIMIT_AS"] = int64(mb) << 20
 	}
 	return j, nil
+}
+
+// memoryLimit is c's memory limit in MiB, 0 for none.
+func memoryLimit(c Command) int {
+	switch {
+	case c.MemoryLimitMB == 0:
+		return DefaultMemoryLimitMB
+	case c.MemoryLimitMB < 0:
+		return 0
+	}
+	return c.MemoryLimitMB
 }
 
 // outputLimit counts what a job writes to stdout and stderr together and, past max, asks its

@@ -1,30 +1,36 @@
 """shoal's sandbox zygote: a prepared Python process that forks one confined child per job.
 
-    python3 zygote.py --control FD [--harness DIR --evaluator PATH] [--netns]
-                      [--keep DIR]... [--root DIR]... [--spares N]
+    python3 zygote.py --control FD [--harness DIR --evaluator PATH] [--netns] [--host-root]
+                      [--keep DIR]... [--root DIR]... [--spares N] [--scratch-mb N]
+                      [--cgroup DIR]
 
 The Go side (zygote.go) starts it, in a fresh network namespace where the kernel allows, and
 speaks over a SOCK_SEQPACKET socket at FD: one JSON packet per message.
 
     zygote -> Go   {"ready": true, "pid": N, "error": "...", "traceback": "...", "missing": [...]}
-    Go -> zygote   {"id": N, "kind": "exec"|"evaluate", ...} with the write ends of three pipes
-                   (stdout, stderr, report) and the read end of a kill pipe as SCM_RIGHTS
+    Go -> zygote   {"id": N, "kind": "exec"|"evaluate", "inputs": [name], ...} with the write
+                   ends of three pipes (stdout, stderr, report), the read end of a kill pipe
+                   and one descriptor per input file as SCM_RIGHTS
     supervisor -> Go  {"id": N, "exit": code, "signal": n, "timed_out": bool, "left": n, ...}
 
-With --evaluator the zygote imports the evaluator (and so its heavy modules) once, before
-any job. It keeps --spares supervisors on standby, each forked ahead with its namespaces
-made and its init's mount tree prepared (--keep: directories every job reads; --root: where
-the jobs' own directories live), so that a job pays for none of that:
+First, in a mount namespace of its own, the zygote builds the minimal root that every job
+sees and moves into it (pivot_root): the interpreter and the system libraries, a few files
+of /etc, a /dev of a few nodes, the --keep directories (bundle, harness), all read-only; the
+host's home, state and log directories do not exist there. With --evaluator it then imports
+the evaluator (and so its heavy modules) once. It keeps --spares supervisors on standby, each
+forked ahead with its namespaces made (a copy of that small tree) and its init's scratch
+mounted, so that a job pays for none of that:
 
-    zygote --fork--> supervisor (trusted; never runs candidate code), ahead of the job
+    zygote (in the minimal root) --fork--> supervisor (trusted; never runs candidate code)
         unshare(mount, pid, ipc namespaces); child subreaper
         --fork--> init (pid 1 of the new pid namespace)
-            every mount read-only, private /tmp, /dev/shm and /proc, the --keep dirs bound
-            back read-only; waits for the job
-    job: zygote --> init (the pipes) and its supervisor (the kill pipe), both at once
-            init binds the work dir (writable); rlimits; clean environment; its own uid (root
-            only); no_new_privs; then exec the command, or run evaluate(), write the report,
-            close its pipes and tell the supervisor it is done
+            its own /proc; a fresh size-limited tmpfs on /tmp (the work dirs live there, or
+            on one of their own for --root dirs outside /tmp) and /dev/shm; waits for the job
+    job: zygote --> init (the pipes, the inputs) and its supervisor (the kill pipe)
+            init makes the work dir and copies the inputs (the candidate's program) into it;
+            rlimits; clean environment; its own uid (--host-root) or no capabilities (a user
+            namespace); no_new_privs; then exec the command, or run evaluate(), write the
+            report, close its pipes and tell the supervisor it is done
         the supervisor waits for init with the wall-clock limit (SIGKILL past it) or for a
         kill request from Go (the output limit); when init says it is done, counts the
         processes it left running, replies, and lets init exit: the kernel then kills every
@@ -47,7 +53,9 @@ import os
 import resource
 import select
 import signal
+import platform
 import socket
+import stat
 import struct
 import sys
 import time
@@ -65,6 +73,7 @@ MS_REMOUNT = 32
 MS_NOATIME = 1024
 MS_NODIRATIME = 2048
 MS_BIND = 4096
+MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_RELATIME = 1 << 21
@@ -79,9 +88,22 @@ AT_FDCWD = -100
 AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 0x1
 
+MNT_DETACH = 2
+
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+# SECBIT_NOROOT, SECBIT_NOROOT_LOCKED, SECBIT_NO_CAP_AMBIENT_RAISE and its lock: uid 0 in a
+# user namespace gains no capabilities through execve.
+SECURE_NOROOT = 0x1 | 0x2 | 0x40 | 0x80
+CAPABILITY_VERSION_3 = 0x20080522
+
+# pivot_root has no libc wrapper; its number by architecture (the generic table's elsewhere).
+SYS_PIVOT_ROOT = {"x86_64": 155, "i686": 217, "i386": 217, "ppc64le": 203, "ppc64": 203, "s390x": 217}.get(platform.machine(), 41)
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -92,12 +114,29 @@ IFF_UP = 0x1
 UID_BASE = 200000
 
 MAX_PACKET = 1 << 20
-MAX_FDS = 4
+# stdout, stderr, report, kill pipe, and the input files.
+MAX_INPUTS = 4
+MAX_FDS = 4 + MAX_INPUTS
 
 # A standby supervisor and its init get ready at this niceness, so that they take the CPU
-# from no job running; each is set back to 0 when it gets its job (which needs root: a
-# process cannot lower its niceness otherwise).
-BACKGROUND_NICE = 19 if os.geteuid() == 0 else 0
+# from no job running; each is set back to 0 when it gets its job (which needs root in the
+# host's user namespace: a process cannot lower its niceness otherwise). Set in main.
+BACKGROUND_NICE = 0
+
+# What a job's tree holds besides the interpreter's and the --keep directories: system
+# libraries and tools (read-only), the few files of /etc that libraries read, and a /dev of
+# harmless nodes (and GPUs').
+SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
+ETC_FILES = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ld.so.preload", "localtime", "timezone",
+             "passwd", "group", "nsswitch.conf", "hosts", "host.conf", "resolv.conf", "gai.conf",
+             "protocols", "services", "mime.types", "os-release", "ssl", "ca-certificates",
+             "ca-certificates.conf", "pki", "crypto-policies", "alternatives", "fonts", "matplotlibrc"]
+DEV_NODES = ["null", "zero", "full", "random", "urandom", "tty"]
+DEV_GPU_PREFIXES = ("nvidia", "dri", "kfd")
+
+# A job's /tmp (and work dir), /dev/shm: fresh tmpfs each, bounded in bytes and inodes.
+SHM_SIZE = "64m"
+SCRATCH_INODES = 65536
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -118,8 +157,16 @@ def mount(source, target, fstype, flags, data=None):
     check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
 
-def prctl(option, arg):
-    check(libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0), "prctl")
+def prctl(option, arg, arg2=0):
+    check(libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg2), 0, 0), "prctl")
+
+
+def pivot_root(new, old):
+    check(libc.syscall(ctypes.c_long(SYS_PIVOT_ROOT), new.encode(), old.encode()), "pivot_root")
+
+
+def umount2(target, flags):
+    check(libc.umount2(target.encode(), flags), f"umount {target}")
 
 
 def loopback_up():
@@ -131,17 +178,38 @@ def loopback_up():
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
 
 
+class Settings:
+    """What every job of this zygote shares: where its tree comes from and its bounds."""
+
+    def __init__(self, args):
+        self.keep = [os.path.abspath(k) for k in args.keep]
+        self.roots = [os.path.abspath(r) for r in args.root]
+        self.scratch_mb = args.scratch_mb
+        self.host_root = args.host_root
+        # Root of a user namespace of our own: no uid per candidate, capabilities dropped.
+        self.userns = not args.host_root and os.geteuid() == 0
+        self.cgroup_fd = None
+        self.minimal = False  # the zygote moved into the minimal root
+
+
 def main():
+    global BACKGROUND_NICE
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--control", type=int, required=True)
     p.add_argument("--harness", default="")
     p.add_argument("--evaluator", default="")
     p.add_argument("--netns", action="store_true")
+    p.add_argument("--host-root", action="store_true")
     p.add_argument("--keep", action="append", default=[])
     p.add_argument("--root", action="append", default=[])
     p.add_argument("--spares", type=int, default=0)
+    p.add_argument("--scratch-mb", type=int, default=256)
+    p.add_argument("--cgroup", default="")
     args = p.parse_args()
     ctl = socket.socket(fileno=args.control)
+    cfg = Settings(args)
+    if cfg.host_root:
+        BACKGROUND_NICE = 19
     # Supervisors are reaped by the kernel; each resets this before forking its init.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     ready = {"ready": True, "pid": os.getpid(), "missing": []}
@@ -150,6 +218,16 @@ def main():
             loopback_up()
         except OSError as e:
             ready["missing"].append(f"loopback in the network namespace ({e.strerror})")
+    if args.cgroup:
+        # Held, so that supervisors place jobs from inside the minimal root.
+        cfg.cgroup_fd = os.open(args.cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    # The tree first, the evaluator's import second: the import then sees what jobs see, and
+    # no thread it starts stands in the way of unshare.
+    try:
+        enter_minimal_root(cfg, interpreter_dirs(), ready["missing"])
+        cfg.minimal = True
+    except OSError as e:
+        ready["missing"].append(f"minimal root ({e}): jobs see the host's file system, read-only")
     state = None
     if args.evaluator:
         try:
@@ -163,7 +241,7 @@ def main():
     send(ctl, ready)
     if not ready["ready"]:
         return
-    Zygote(ctl, state, args.keep, args.root, args.spares).serve()
+    Zygote(ctl, state, cfg, args.spares).serve()
 
 
 def send(ctl, msg):
@@ -176,8 +254,8 @@ class Zygote:
     job's pipes, the supervisor the kill pipe. It keeps `spares` of them ready (none: one is
     forked when a job comes, the cold path's case)."""
 
-    def __init__(self, ctl, state, keep, roots, spares):
-        self.ctl, self.state, self.keep, self.roots, self.spares = ctl, state, keep, roots, spares
+    def __init__(self, ctl, state, cfg, spares):
+        self.ctl, self.state, self.cfg, self.spares = ctl, state, cfg, spares
         self.pid = os.getpid()
         self.standby = collections.deque()
 
@@ -205,8 +283,8 @@ class Zygote:
     def dispatch(self, data, fds):
         sys.stdout.flush()
         sys.stderr.flush()
-        if len(fds) != 4:
-            send(self.ctl, {"id": json.loads(data)["id"], "error": f"job came with {len(fds)} file descriptors, want 4"})
+        if len(fds) < 4:
+            send(self.ctl, {"id": json.loads(data)["id"], "error": f"job came with {len(fds)} file descriptors, want at least 4"})
             return
         for _ in range(3):
             if not self.standby:
@@ -215,14 +293,14 @@ class Zygote:
             try:
                 if BACKGROUND_NICE:
                     os.setpriority(os.PRIO_PROCESS, pid, 0)
-                # init gets the pipes, the supervisor the kill pipe; both at once.
-                socket.send_fds(init, [data], fds[:3])
+                # init gets the pipes and inputs, the supervisor the kill pipe; both at once.
+                socket.send_fds(init, [data], fds[:3] + fds[4:])
             except OSError:
                 continue  # that standby died getting ready: the next one
             finally:
                 init.close()
             try:
-                socket.send_fds(sup, [data], fds[3:])
+                socket.send_fds(sup, [data], fds[3:4])
                 return
             except OSError:
                 break  # its init dies with it (PDEATHSIG)
@@ -248,7 +326,7 @@ class Zygote:
                     os.setpriority(os.PRIO_PROCESS, 0, BACKGROUND_NICE)
                 for fd in job_fds:
                     os.close(fd)
-                supervise(self.ctl, self.pid, sup_theirs, init_theirs, self.state, self.keep, self.roots)
+                supervise(self.ctl, self.pid, sup_theirs, init_theirs, self.state, self.cfg)
             except BaseException:
                 traceback.print_exc()
                 code = 70
@@ -258,7 +336,7 @@ class Zygote:
         self.standby.append((sup_ours, init_ours, pid))
 
 
-def supervise(ctl, zygote, chan, init_chan, state, keep, roots):
+def supervise(ctl, zygote, chan, init_chan, state, cfg):
     """A job's trusted supervisor. Before the job: make the mount, pid and IPC namespaces and
     fork init, which prepares the mount tree and waits for the job on init_chan. Then, as the
     job comes (to init and, with the kill pipe, to us): watch it and reply."""
@@ -285,9 +363,10 @@ def supervise(ctl, zygote, chan, init_chan, state, keep, roots):
         missing.append("mount namespace (no private /tmp, bundle and file system writable as far as file modes allow)")
     else:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
-    uid = UID_BASE + os.getpid() if os.geteuid() == 0 else None
+    uid = UID_BASE + os.getpid() if cfg.host_root else None
     if uid is None:
-        missing.append("a uid of its own per candidate (the service is not root)")
+        missing.append("a uid of its own per candidate (the service is not root: jobs run as its uid"
+                       + (", without capabilities, in a user namespace)" if cfg.userns else ")"))
     # placed: with a cgroup, init waits until we have moved it there.
     placed_r, placed_w = os.pipe()
     # done: init says the evaluation returned and waits on go, so that what it left running
@@ -302,7 +381,7 @@ def supervise(ctl, zygote, chan, init_chan, state, keep, roots):
             chan.close()
             for fd in (done_r, go_w, placed_w):
                 os.close(fd)
-            init(init_chan, state, mntns, pidns, uid, keep, roots, done_w, go_r, placed_r)
+            init(init_chan, state, cfg, mntns, pidns, uid, done_w, go_r, placed_r)
         except BaseException:
             traceback.print_exc()
         os._exit(code)
@@ -324,13 +403,13 @@ def supervise(ctl, zygote, chan, init_chan, state, keep, roots):
         os.setpriority(os.PRIO_PROCESS, pid, 0)
     job = json.loads(data)
     try:
-        watch_job(ctl, job, fds, pid, uid, start, missing, pidns, placed_w, done_r, go_w)
+        watch_job(ctl, job, fds, pid, uid, start, missing, pidns, placed_w, done_r, go_w, cfg)
     except BaseException as exc:  # a bug of ours: say so rather than leave Go waiting
         send(ctl, {"id": job["id"], "error": f"supervisor: {type(exc).__name__}: {exc}"})
         raise
 
 
-def watch_job(ctl, job, fds, pid, uid, start, missing, pidns, placed_w, done_r, go_w):
+def watch_job(ctl, job, fds, pid, uid, start, missing, pidns, placed_w, done_r, go_w, cfg):
     """Places init in the job's cgroup, watches it and replies."""
     reply = {"id": job["id"], "missing": missing}
     if len(fds) != 1:
@@ -341,10 +420,14 @@ def watch_job(ctl, job, fds, pid, uid, start, missing, pidns, placed_w, done_r, 
     cg = job.get("cgroup")
     if cg:
         try:
-            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
-        except OSError as e:
-            missing.append(f"cgroup ({e.strerror})")
+            # cg is the job's cgroup below the one the zygote holds open.
+            fd = os.open(os.path.join(cg, "cgroup.procs"), os.O_WRONLY, dir_fd=cfg.cgroup_fd)
+            try:
+                os.write(fd, str(pid).encode())
+            finally:
+                os.close(fd)
+        except (OSError, TypeError) as e:
+            missing.append(f"cgroup ({e})")
         try:
             os.write(placed_w, b"p")
         except OSError:
@@ -484,15 +567,17 @@ def reap_all():
             return
 
 
-def init(chan, state, mntns, pidns, uid, keep, roots, done_w, go_r, placed_r):
-    """The job's process: pid 1 of its pid namespace. It prepares the mount tree before the
-    job comes, then binds the job's work dir into it, confines itself and runs the job."""
+def init(chan, state, cfg, mntns, pidns, uid, done_w, go_r, placed_r):
+    """The job's process: pid 1 of its pid namespace. It mounts its scratch before the job
+    comes, then makes the work dir there, copies the inputs in, confines itself and runs the
+    job."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     notes = []
-    tree, broken = None, None
+    scratch, broken = False, None
     if mntns:
         try:
-            tree = FileTree(keep, roots, pidns, notes)
+            prepare_scratch(cfg, pidns, notes)
+            scratch = True
         except BaseException:
             broken = traceback.format_exc()
     if BACKGROUND_NICE:
@@ -501,11 +586,14 @@ def init(chan, state, mntns, pidns, uid, keep, roots, done_w, go_r, placed_r):
     if not data:
         os._exit(0)
     chan.close()
+    if cfg.cgroup_fd is not None:
+        os.close(cfg.cgroup_fd)  # the zygote's, not the candidate's
     job = json.loads(data)
     if job.get("cgroup"):
         os.read(placed_r, 1)  # anything of the candidate's runs in its cgroup
     os.close(placed_r)
-    out, err, report = fds
+    out, err, report = fds[:3]
+    inputs = fds[3:]
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out, 1)
@@ -518,11 +606,16 @@ def init(chan, state, mntns, pidns, uid, keep, roots, done_w, go_r, placed_r):
     for fd in (report, done_w, go_r):
         os.set_inheritable(fd, False)  # commands the candidate runs do not get them
     work = job["workdir"]
-    if tree:
-        tree.bind(work, True)
-        for path in job.get("keep", []):
-            tree.bind(path, False)
-        tree.close()
+    made = [work]
+    if scratch:
+        os.makedirs(work, mode=0o700, exist_ok=True)
+    for name, fd in zip(job.get("inputs", []), inputs):
+        if scratch:  # else Go's copy is the work dir's already
+            path = os.path.join(work, os.path.basename(name))
+            copy_input(fd, path)
+            made.append(path)
+    for fd in inputs:
+        os.close(fd)
     for limit, value in job.get("rlimits", {}).items():
         try:
             resource.setrlimit(getattr(resource, limit), (value, value))
@@ -530,15 +623,9 @@ def init(chan, state, mntns, pidns, uid, keep, roots, done_w, go_r, placed_r):
             notes.append(f"{limit}: {e}")
     os.chdir(work)
     if uid is not None:
-        os.chown(work, uid, uid)
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-        try:
-            resource.setrlimit(resource.RLIMIT_NPROC, (job.get("max_procs", 256),) * 2)
-        except (ValueError, OSError) as e:
-            notes.append(f"RLIMIT_NPROC: {e}")
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
+        for path in made:
+            os.chown(path, uid, uid)
+    drop_privileges(cfg, uid, job.get("max_procs", 256), notes)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
     if not pidns:
         os.setsid()  # at least a process group to kill
@@ -577,91 +664,226 @@ def init(chan, state, mntns, pidns, uid, keep, roots, done_w, go_r, placed_r):
     os._exit(0)
 
 
-class FileTree:
-    """The job's view of the file system, prepared before the job: every mount read-only
-    but a private /tmp and /dev/shm, and a /proc that shows only the job's pid namespace.
+def copy_input(src, path):
+    """Copies what Go passed as a descriptor (the candidate's program) into the work dir."""
+    dst = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        while True:
+            chunk = os.read(src, 1 << 20)
+            if not chunk:
+                return
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst, view):]
+    finally:
+        os.close(dst)
 
-    Directories every job needs (the bundle, the harness, the interpreter's own) are bound
-    back at their paths after /tmp, and any ancestor other users cannot traverse (a 0700
-    /root holding a pyenv Python), are covered by tmpfs: the job keeps what it needs and
-    loses sight of the rest. A job's own directories (its work dir) are bound later, from
-    the directories the covers hide, which are held open."""
 
-    def __init__(self, keep, roots, pidns, notes):
-        self.notes = notes
-        paths = keep + interpreter_dirs()
-        covers = {"/tmp"}
-        for path in paths + [os.path.join(r, "x") for r in roots]:
-            cover = hidden_ancestor(path)
-            if cover:
-                covers.add(cover)
-        # A cover under another one is gone once that is mounted; its paths are recreated.
-        covers = {c for c in covers if not any(c.startswith(o + "/") for o in covers)}
-        self.under = {}  # cover -> fd of the directory it hides
-        for c in covers:
-            try:
-                self.under[c] = os.open(c, os.O_PATH | os.O_DIRECTORY)
-            except OSError:
-                pass
-        held = {}
-        for path in paths:
-            if path in held:
-                continue
-            try:
-                held[path] = os.open(path, os.O_PATH | os.O_DIRECTORY)
-            except OSError as e:
-                notes.append(f"keep {path}: {e.strerror}")
-        read_only(notes)
-        for point, size, mode in [("/dev/shm", "64m", "1777")] + [(c, "256m" if c == "/tmp" else "1m", "1777" if c == "/tmp" else "0755") for c in sorted(covers, key=len)]:
-            try:
-                mount("tmpfs", point, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
-            except OSError as e:
-                notes.append(f"private {point}: {e.strerror}")
-        self.bound = set()
-        # Shallow paths first, so that a deeper one is bound on top.
-        for path in sorted(held, key=len):
-            self.bind_fd(path, held[path], False)
-            os.close(held[path])
-        if pidns:
-            try:
-                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            except OSError as e:
-                notes.append(f"private /proc: {e.strerror}")
-
-    def bind(self, path, writable):
-        """Binds a job's directory at its path; the ones bound for every job stay as they are."""
-        if path in self.bound:
-            return
-        fd = None
+def drop_privileges(cfg, uid, max_procs, notes):
+    """Leaves the job no way to privileges: an empty capability bounding set and
+    no-root securebits (so that uid 0 of a user namespace regains nothing by execve), its own
+    uid when the service is root, RLIMIT_NPROC, no capabilities, no_new_privs."""
+    if cfg.host_root or cfg.userns:
+        for cap in range(64):
+            if libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0:
+                break  # EINVAL: past the last capability this kernel has
+        libc.prctl(PR_CAP_AMBIENT, ctypes.c_ulong(PR_CAP_AMBIENT_CLEAR_ALL), 0, 0, 0)
         try:
-            cover = max((c for c in self.under if path.startswith(c + "/")), key=len, default=None)
-            if cover is not None:
-                # Looked up below the directory the cover hides, which this fd still holds.
-                fd = os.open(path[len(cover) + 1:], os.O_PATH | os.O_DIRECTORY, dir_fd=self.under[cover])
-            else:
-                fd = os.open(path, os.O_PATH | os.O_DIRECTORY)
+            prctl(PR_SET_SECUREBITS, SECURE_NOROOT)
         except OSError as e:
-            self.notes.append(f"keep {path}: {e.strerror}")
+            notes.append(f"securebits: {e.strerror}")
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    if uid is not None or cfg.userns:
+        # Per uid: the candidate's own, or that of the user namespace (its own count).
+        try:
+            resource.setrlimit(resource.RLIMIT_NPROC, (max_procs, max_procs))
+        except (ValueError, OSError) as e:
+            notes.append(f"RLIMIT_NPROC: {e}")
+    if cfg.host_root or cfg.userns:
+        clear_capabilities()
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def clear_capabilities():
+    header = CapHeader(CAPABILITY_VERSION_3, 0)
+    data = (CapData * 2)()
+    check(libc.capset(ctypes.byref(header), data), "capset")
+
+
+def prepare_scratch(cfg, pidns, notes):
+    """Mounts a job's own writable places before the job comes: /proc of its pid namespace,
+    a fresh tmpfs on /tmp bounded by --scratch-mb (where the work dirs are made; one more on
+    each --root outside /tmp) and /dev/shm. The --keep directories under /tmp are bound back
+    on top, read-only, from descriptors taken before /tmp was covered."""
+    if not cfg.minimal:
+        read_only(notes)
+    if pidns:
+        try:
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError as e:
+            notes.append(f"private /proc: {e.strerror}")
+    held = {}
+    for k in top_level(cfg.keep):
+        if within(k, "/tmp"):
+            try:
+                held[k] = os.open(k, os.O_PATH | os.O_DIRECTORY)
+            except OSError as e:
+                notes.append(f"keep {k}: {e.strerror}")
+    size = f"size={cfg.scratch_mb}m,nr_inodes={SCRATCH_INODES}"
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=1777")
+    for k in sorted(held, key=len):
+        try:
+            os.makedirs(k, mode=0o755, exist_ok=True)
+            mount(f"/proc/self/fd/{held[k]}", k, None, MS_BIND | MS_REC)
+            set_read_only(k)
+        finally:
+            os.close(held[k])
+    try:
+        mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={SHM_SIZE},mode=1777")
+    except OSError as e:
+        notes.append(f"private /dev/shm: {e.strerror}")
+    for r in cfg.roots:
+        if not within(r, "/tmp"):
+            mount("tmpfs", r, "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=0755")
+
+
+def set_read_only(path):
+    """Makes the mount at path, and those below it, read-only."""
+    try:
+        mount_setattr(path, MOUNT_ATTR_RDONLY, 0)
+        return
+    except OSError:
+        pass
+    flags = os.statvfs(path).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)
+    mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
+
+
+def enter_minimal_root(cfg, interpreter, notes):
+    """Builds the tree every job sees, in a mount namespace of the zygote's own, and moves
+    the zygote into it: a small tmpfs holding, read-only, the system directories and the
+    interpreter's (binds of the host's), a few files of /etc, a /dev of harmless nodes, the
+    --keep directories, /proc and /sys; and mount points for the jobs' scratch. Nothing else
+    of the host exists there: not its homes, state dirs or logs. Supervisors copy this tree
+    (a handful of mounts) into each job's mount namespace."""
+    unshare(CLONE_NEWNS)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    binds, links = set(), {}
+
+    def add(path):
+        path = os.path.abspath(path)
+        real = os.path.realpath(path)
+        if not os.path.exists(real):
             return
-        self.bind_fd(path, fd, writable)
+        # Each symlink on the way is made again in the tree, so that the path works there.
+        current = ""
+        for part in path.split("/")[1:]:
+            current += "/" + part
+            if os.path.islink(current):
+                links[current] = os.readlink(current)
+                add(os.path.realpath(current))
+        binds.add(real)
+
+    for d in SYSTEM_DIRS + ["/etc/" + f for f in ETC_FILES] + cfg.keep + interpreter:
+        add(d)
+    chosen = top_level(binds)
+    # A link inside a bound directory is there already (and the bind is the host's).
+    links = {p: t for p, t in links.items() if not any(within(p, c) for c in chosen)}
+    held = {}
+    for path in chosen:
+        try:
+            held[path] = os.open(path, os.O_PATH | os.O_NOFOLLOW)
+        except OSError as e:
+            notes.append(f"keep {path}: {e.strerror}")
+    dev = {}
+    for name in DEV_NODES + [n for n in sorted(os.listdir("/dev")) if n.startswith(DEV_GPU_PREFIXES)]:
+        try:
+            dev[name] = os.open("/dev/" + name, os.O_PATH | os.O_NOFOLLOW)
+        except OSError:
+            pass
+    special = {d: os.open(d, os.O_PATH | os.O_DIRECTORY) for d in ("/proc", "/sys") if os.path.isdir(d)}
+
+    new = next(d for d in ("/tmp", "/mnt", "/var/tmp", "/") if os.path.isdir(d))
+    mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
+    # Links first, in the bare tmpfs, so that nothing is ever written through a bind.
+    for path in sorted(links, key=len):
+        try:
+            os.makedirs(new + os.path.dirname(path), mode=0o755, exist_ok=True)
+            os.symlink(links[path], new + path)
+        except OSError as e:
+            notes.append(f"link {path}: {e.strerror}")
+    for path in sorted(held, key=len):
+        bind_point(new + path, held[path], MS_REC)
+    os.makedirs(new + "/dev", mode=0o755)
+    mount("tmpfs", new + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
+    for name, fd in dev.items():
+        bind_point(new + "/dev/" + name, fd, MS_REC)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, new + "/dev/" + name)
+    os.makedirs(new + "/dev/shm", mode=0o1777)
+    for d, fd in special.items():
+        bind_point(new + d, fd, MS_REC)
+    os.makedirs(new + "/tmp", mode=0o1777, exist_ok=True)
+    for r in cfg.roots:
+        if not within(r, "/tmp"):
+            os.makedirs(new + r, mode=0o755, exist_ok=True)
+    old = new + "/.old-root"
+    os.mkdir(old)
+    try:
+        pivot_root(new, old)
+        os.chdir("/")
+        umount2("/.old-root", MNT_DETACH)
+        os.rmdir("/.old-root")
+    except OSError as e:
+        # pivot_root refuses an initramfs root: move the tree over / and chroot, which the
+        # job (no capabilities) cannot leave.
+        notes.append(f"pivot_root ({e.strerror}): the host's tree stays mounted below the job's root")
+        os.rmdir(old)
+        os.chdir(new)
+        mount(new, "/", None, MS_MOVE)
+        os.chroot(".")
+        os.chdir("/")
+    try:
+        mount_setattr("/", MOUNT_ATTR_RDONLY, 0)
+    except OSError:
+        read_only(notes)
+        mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def bind_point(point, fd, flags):
+    """Binds what fd holds (a directory or a file) at point, made in the new tree."""
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.makedirs(point, mode=0o755, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(point), mode=0o755, exist_ok=True)
+            os.close(os.open(point, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+        mount(f"/proc/self/fd/{fd}", point, None, MS_BIND | flags)
+    finally:
         os.close(fd)
 
-    def bind_fd(self, path, fd, writable):
-        try:
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND)
-            flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
-            if not writable:
-                flags |= MS_RDONLY
-            mount(None, path, None, flags)
-            self.bound.add(path)
-        except OSError as e:
-            self.notes.append(f"bind {path}: {e.strerror}")
 
-    def close(self):
-        for fd in self.under.values():
-            os.close(fd)
-        self.under = {}
+def top_level(paths):
+    """paths without those inside another one of them."""
+    out = []
+    for p in sorted(set(paths)):
+        if not any(within(p, o) for o in out):
+            out.append(p)
+    return out
+
+
+def within(path, root):
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def read_only(notes):
@@ -699,25 +921,10 @@ def mount_setattr(path, attr_set, attr_clr):
 
 
 def interpreter_dirs():
-    """The interpreter's prefix and import path, which a job running as another uid must
-    still read."""
+    """The interpreter's prefix and import path, which every job reads."""
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
     dirs.update(p for p in sys.path if p)
     return sorted(d for d in dirs if os.path.isdir(d))
-
-
-def hidden_ancestor(path):
-    """The shallowest proper ancestor of path that other users cannot traverse, or None."""
-    parts = os.path.abspath(path).split("/")[1:-1]
-    current = ""
-    for part in parts:
-        current += "/" + part
-        try:
-            if not os.stat(current).st_mode & 0o001:
-                return current
-        except OSError:
-            return None
-    return None
 
 
 def mounts():

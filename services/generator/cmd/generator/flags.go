@@ -20,6 +20,7 @@ func flags(args []string) (url string, cfg generator.Config, err error) {
 	fs.IntVar(&cfg.Concurrency, "concurrency", conc, "tasks in flight for this replica; 0 means 16 (env SHOAL_CONCURRENCY)")
 	fs.StringVar(&cfg.GPUs, "gpus", os.Getenv("SHOAL_GPUS"), `this host's GPUs for models with backend launch: a spec such as "4x11GiB" or "2x24GiB:nvlink-pairs", an inventory file (JSON or YAML), or "none"; empty asks NVML (env SHOAL_GPUS)`)
 	fs.StringVar(&cfg.Host, "host", os.Getenv("SHOAL_HOST"), "this host's name in the GPU lease ledger, shared by the replicas on it; empty: the hostname (env SHOAL_HOST)")
+	fs.StringVar(&cfg.ProfilesFile, "profiles", os.Getenv("SHOAL_PROFILES"), "YAML file of the model-server profiles this host allows for models with backend launch; run configs name one (env SHOAL_PROFILES)")
 	if err := fs.Parse(args); err != nil {
 		return "", cfg, err
 	}

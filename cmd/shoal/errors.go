@@ -1,0 +1,13 @@
+package main
+
+import "errors"
+
+var (
+	// errSeedRejected: the archive refused a seed; the message carries its reason.
+	errSeedRejected = errors.New("seed rejected")
+	// errSeedNoAnswer: no archive answered a seed in time.
+	errSeedNoAnswer = errors.New("seed not taken")
+	// errRunFailed: the run ended as failed (its seed did not evaluate); the message carries
+	// the evaluator's error.
+	errRunFailed = errors.New("run failed")
+)
