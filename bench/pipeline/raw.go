@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shoal-run/shoal/pkg/natsx"
@@ -19,7 +20,10 @@ import (
 // are work queues, results keep everything), a stage that turns each task into a candidate
 // and one that turns each candidate into a result, both doing nothing else, and a driver
 // that keeps inflight tasks in flight by publishing a new task for each result. Bodies
-// have the sizes of shoal's. It returns evaluations per second after the first tenth.
+// have the sizes of shoal's, and each part has a connection of its own as shoal's services
+// do: the driver and the first stage in-process, like the planner, archive and generator of
+// `shoal up`, the second over loopback TCP, like noopEvaluator. It returns evaluations per
+// second after the first tenth.
 func rawPipeline(ctx context.Context, n, inflight int, sizes [3]int) (float64, error) {
 	dir, err := os.MkdirTemp("", "shoal-bench-raw-")
 	if err != nil {
@@ -51,7 +55,25 @@ func rawPipeline(ctx context.Context, n, inflight int, sizes [3]int) (float64, e
 	}
 	body := func(size int) []byte { return []byte(strings.Repeat("x", max(size, 1))) }
 	task, cand, result := body(sizes[0]), body(sizes[1]), body(sizes[2])
-	stage := func(stream, out string, payload []byte) (jetstream.ConsumeContext, error) {
+	var conns []*nats.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	stage := func(stream, out string, payload []byte, tcp bool) (jetstream.ConsumeContext, error) {
+		snc, err := srv.Connect("raw-" + stream)
+		if tcp {
+			snc, err = nats.Connect(srv.URL(), nats.Name("raw-"+stream))
+		}
+		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, snc)
+		js, err := jetstream.New(snc)
+		if err != nil {
+			return nil, err
+		}
 		c, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: strings.ToLower(stream), AckPolicy: jetstream.AckExplicitPolicy})
 		if err != nil {
 			return nil, err
@@ -65,12 +87,12 @@ func rawPipeline(ctx context.Context, n, inflight int, sizes [3]int) (float64, e
 			_ = m.DoubleAck(ctx)
 		}, jetstream.PullMaxMessages(inflight))
 	}
-	gen, err := stage("RAW_TASKS", "raw.candidate.", cand)
+	gen, err := stage("RAW_TASKS", "raw.candidate.", cand, false)
 	if err != nil {
 		return 0, err
 	}
 	defer gen.Stop()
-	eval, err := stage("RAW_CANDIDATES", "raw.result.", result)
+	eval, err := stage("RAW_CANDIDATES", "raw.result.", result, true)
 	if err != nil {
 		return 0, err
 	}
