@@ -570,19 +570,29 @@ func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string
 		mode = protocol.ModeDiff
 	}
 	task := &protocol.Task{
-		Meta:         protocol.Meta{ID: protocol.TaskID(spec.Run, n), Run: spec.Run},
-		Model:        model,
-		Iteration:    n,
-		Island:       island,
-		Mode:         mode,
-		Language:     cfg.Language,
-		Parent:       sample.Parent,
-		Inspirations: append(append([]protocol.Program(nil), sample.Top...), sample.Inspirations...),
-		Seed:         taskSeed,
-		CreatedAt:    time.Now().UTC(),
+		Meta:      protocol.Meta{ID: protocol.TaskID(spec.Run, n), Run: spec.Run},
+		Model:     model,
+		Iteration: n,
+		Island:    island,
+		Mode:      mode,
+		Language:  cfg.Language,
+		// The parent's code is what an edit applies to; its metrics and artifacts are in
+		// the prompt already.
+		Parent:    protocol.Program{ID: sample.Parent.ID, Code: sample.Parent.Code, Generation: sample.Parent.Generation, Island: sample.Parent.Island},
+		Seed:      taskSeed,
+		CreatedAt: time.Now().UTC(),
 	}
-	task.Messages = prompt.Render(cfg, s.templatesOf(ctx, spec), prompt.Inputs{Parent: sample.Parent, Top: sample.Top,
-		Inspirations: sample.Inspirations, Previous: sample.Previous, Mode: mode, Language: cfg.Language})
+	// A task carries what its backend reads, no more: every stage decodes it, and programs
+	// and artifacts make up most of a prompt. The mutate backend reads the inspirations'
+	// code and no prompt; a model reads the prompt, which holds the inspirations already.
+	if m, ok := cfg.ModelByName(model); ok && m.Backend == runconfig.BackendMutate {
+		for _, p := range append(append([]protocol.Program(nil), sample.Top...), sample.Inspirations...) {
+			task.Inspirations = append(task.Inspirations, protocol.Program{ID: p.ID, Code: p.Code})
+		}
+	} else {
+		task.Messages = prompt.Render(cfg, s.templatesOf(ctx, spec), prompt.Inputs{Parent: sample.Parent, Top: sample.Top,
+			Inspirations: sample.Inspirations, Previous: sample.Previous, Mode: mode, Language: cfg.Language})
+	}
 	if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Task(spec.Run, model), task.ID, task); err != nil {
 		return err
 	}

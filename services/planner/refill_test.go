@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,7 +50,8 @@ func TestFreedSlotIsRefilledWithoutWaitingForTheTick(t *testing.T) {
 	}
 	sub, err := e.Conn.Subscribe(e.Names.Sample(run), func(m *nats.Msg) {
 		data, _ := protocol.Encode(&protocol.SampleReply{Meta: protocol.Meta{Run: run},
-			Parent: protocol.Program{ID: "seed", Code: "x = 1\n", Score: 0.5}})
+			Parent: protocol.Program{ID: "seed", Code: "x = 1\n", Score: 0.5, Artifacts: map[string]string{"stderr": "a warning"}},
+			Top:    []protocol.Program{{ID: "top", Code: "x = 2\n", Score: 0.7}}})
 		_ = m.Respond(data)
 	})
 	if err != nil {
@@ -91,7 +93,16 @@ func TestFreedSlotIsRefilledWithoutWaitingForTheTick(t *testing.T) {
 	}
 	// concurrency 2 with the default slack keeps 3 in flight.
 	for range 3 {
-		next(30 * time.Second)
+		task := next(30 * time.Second)
+		// A model reads the prompt, which holds the parent's artifacts and the other
+		// programs: the task carries them once, there.
+		prompt := task.Messages[len(task.Messages)-1].Content
+		if !strings.Contains(prompt, "a warning") || !strings.Contains(prompt, "x = 2") {
+			t.Fatalf("prompt lacks the parent's artifacts or the top program:\n%s", prompt)
+		}
+		if task.Parent.Code != "x = 1\n" || task.Parent.Artifacts != nil || task.Inspirations != nil {
+			t.Fatalf("task carries parent %+v and inspirations %+v; want the parent's code alone", task.Parent, task.Inspirations)
+		}
 	}
 	if msg, err := tasks.Next(jetstream.FetchMaxWait(200 * time.Millisecond)); err == nil {
 		t.Fatalf("a fourth task %s with 3 in flight and none folded", msg.Subject())
