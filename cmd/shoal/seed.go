@@ -14,12 +14,14 @@ import (
 	"github.com/shoal-run/shoal/pkg/natsx"
 	prog "github.com/shoal-run/shoal/pkg/program"
 	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/runconfig"
 )
 
 func seedCmd() *cobra.Command {
 	var config, evaluator, program, run, backend string
 	var iterations int64
 	var wait time.Duration
+	var profiles string
 	cmd := &cobra.Command{
 		Use:   "seed --run RUN [--config C --evaluator E] (--program P | P)",
 		Short: "Start a run on a running deployment, or add a program to an existing run",
@@ -52,6 +54,13 @@ from the run's), or when no archive answers within --wait.`,
 				}
 				warn := func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", s) }
 				o := seedOptions{overrides: overrides{backend: backend, maxIterations: iterations}, wait: wait}
+				if profiles != "" {
+					// The generators' profiles are known here: a run none of them serves is refused now.
+					if o.profiles, _, err = runconfig.LoadProfiles(profiles); err != nil {
+						return fmt.Errorf("--profiles: %w", err)
+					}
+					o.checkProfiles = true
+				}
 				if _, err := seedProblem(ctx, c, run, p, o, warn); err != nil {
 					return err
 				}
@@ -92,6 +101,7 @@ from the run's), or when no archive answers within --wait.`,
 	f.StringVar(&backend, "backend", "", `"mutate" replaces the config's models`)
 	f.Int64Var(&iterations, "iterations", 0, "override max_iterations (new run)")
 	f.DurationVar(&wait, "wait", defaultSeedWait, "how long to wait for the archive to take the seed")
+	f.StringVar(&profiles, "profiles", os.Getenv("SHOAL_PROFILES"), "the generators' launch profiles file: when given, a launched model must name one of them (env SHOAL_PROFILES)")
 	return cmd
 }
 
