@@ -41,7 +41,7 @@ from the run's), or when no archive answers within --wait.`,
 			if run == "" || program == "" {
 				return fmt.Errorf("seed needs --run and a program")
 			}
-			c, err := dial(cmd)
+			c, err := dialSeeder(cmd)
 			if err != nil {
 				return err
 			}
@@ -67,26 +67,7 @@ from the run's), or when no archive answers within --wait.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "seeded run %s\n", run)
 				return nil
 			}
-			if err := protocol.ValidateRunID(run); err != nil {
-				return err
-			}
-			if _, err := c.runs.Spec(ctx, run); err != nil {
-				return fmt.Errorf("%w: start the run with --config, --evaluator and --program first", err)
-			}
-			text, err := os.ReadFile(program)
-			if err != nil {
-				return err
-			}
-			if err := prog.CheckText(text); err != nil {
-				return fmt.Errorf("%s: %w", program, err)
-			}
-			seed := &protocol.Seed{
-				Meta:        protocol.Meta{ID: fmt.Sprintf("seed-%s-%d", run, time.Now().UnixNano()), Run: run},
-				Program:     string(text),
-				ProgramName: filepath.Base(program),
-				CreatedAt:   time.Now().UTC(),
-			}
-			if err := publishSeed(ctx, c, seed, wait); err != nil {
+			if err := addProgram(ctx, c, run, program, wait); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "added %s to run %s\n", program, run)
@@ -103,6 +84,31 @@ from the run's), or when no archive answers within --wait.`,
 	f.DurationVar(&wait, "wait", defaultSeedWait, "how long to wait for the archive to take the seed")
 	f.StringVar(&profiles, "profiles", os.Getenv("SHOAL_PROFILES"), "the generators' launch profiles file: when given, a launched model must name one of them (env SHOAL_PROFILES)")
 	return cmd
+}
+
+// addProgram adds the program at path to an existing run, once it is known to be a program
+// and the run to exist.
+func addProgram(ctx context.Context, c *client, run, path string, wait time.Duration) error {
+	if err := protocol.ValidateRunID(run); err != nil {
+		return err
+	}
+	if _, err := c.runs.Spec(ctx, run); err != nil {
+		return fmt.Errorf("%w: start the run with --config, --evaluator and --program first", err)
+	}
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := prog.CheckText(text); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	seed := &protocol.Seed{
+		Meta:        protocol.Meta{ID: fmt.Sprintf("seed-%s-%d", run, time.Now().UnixNano()), Run: run},
+		Program:     string(text),
+		ProgramName: filepath.Base(path),
+		CreatedAt:   time.Now().UTC(),
+	}
+	return publishSeed(ctx, c, seed, wait)
 }
 
 // publishSeed publishes seed and waits until the archive has taken it, so that "seeded" means
