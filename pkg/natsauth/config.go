@@ -35,8 +35,10 @@ func ServerConfig(n protocol.Names) string {
 port: 4222
 max_payload: 8MB
 
+# JetStream keeps its files where -sd DIR on the command line says, or uncomment store_dir
+# (not both: nats-server refuses a directory given twice).
 jetstream {
-  store_dir: "/data/jetstream"
+  # store_dir: "/data/jetstream"
 }
 
 # Across machines, turn TLS on: mount a certificate and its key (and a CA to require client
