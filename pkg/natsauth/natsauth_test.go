@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shoal-run/shoal/pkg/gpu"
+	"github.com/shoal-run/shoal/pkg/gpu/lease"
 	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/natsx/natstest"
@@ -335,4 +337,43 @@ func startFromConfigFile(t *testing.T) *testServer {
 		t.Fatal(err)
 	}
 	return &testServer{url: srv.ClientURL(), passwords: pw, admin: js}
+}
+
+// TestGeneratorRoleHoldsGPULeases: the lease path, which the end-to-end tests do not reach
+// without GPUs, works as the generator role: claim, mark ready, renew, release.
+func TestGeneratorRoleHoldsGPULeases(t *testing.T) {
+	env := natstest.StartTestEnv(t, natstest.WithRoles())
+	nc := env.ConnectAs(t, natsauth.Generator)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, env.Names.GPULeasesBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := gpu.ParseDeclared("h", "2x24GiB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := lease.New(kv, lease.Config{Host: "h", Holder: "g-1", Model: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l, err := c.Claim(ctx, inv, []gpu.Variant{{Name: "q4", NeedMiB: 20 * 1024}})
+	if err != nil {
+		t.Fatalf("claim as the generator: %v", err)
+	}
+	for _, step := range []struct {
+		name string
+		do   func(context.Context) error
+	}{{"ready", l.Ready}, {"renew", l.Renew}, {"release", l.Release}} {
+		if err := step.do(ctx); err != nil {
+			t.Fatalf("%s as the generator: %v", step.name, err)
+		}
+	}
 }
