@@ -25,9 +25,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shoal-run/shoal/pkg/gpu/lease"
+	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runs"
@@ -111,13 +113,24 @@ func chaos(ctx context.Context, o options) (*summary, error) {
 		return nil, err
 	}
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	// The server runs from the deployment's config file, with its users and permissions, and
+	// each process logs in as its role, as it would in production.
+	passwords, err := natsauth.LoadOrCreate(filepath.Join(o.workdir, "credentials"))
+	if err != nil {
+		return nil, err
+	}
+	var serverEnv []string
+	for role, pw := range passwords {
+		serverEnv = append(serverEnv, natsauth.PasswordEnv(role)+"="+pw)
+	}
 	server := &replica{service: "nats", name: "nats-server", bin: bin("nats-server"), logPath: filepath.Join(o.workdir, "nats-server.log"),
-		args: []string{"-js", "-sd", filepath.Join(o.workdir, "jetstream"), "-a", "127.0.0.1", "-p", strconv.Itoa(port)}}
+		args: []string{"-c", "deploy/nats/nats-server.conf", "-js", "-sd", filepath.Join(o.workdir, "jetstream"), "-a", "127.0.0.1", "-p", strconv.Itoa(port)},
+		env:  serverEnv}
 	if err := server.start(); err != nil {
 		return nil, err
 	}
 	defer server.stop(10 * time.Second)
-	nc, err := natsx.Connect(ctx, url, "shoal-chaos", log)
+	nc, err := natsx.Connect(ctx, url, "shoal-chaos", log, nats.UserInfo(string(natsauth.Admin), passwords[natsauth.Admin]))
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +140,7 @@ func chaos(ctx context.Context, o options) (*summary, error) {
 		return nil, err
 	}
 	names := protocol.NewNames("")
-	if err := natsx.Provision(ctx, js, names); err != nil {
+	if err := natsx.Reconcile(ctx, js, names); err != nil {
 		return nil, err
 	}
 
@@ -146,7 +159,7 @@ func chaos(ctx context.Context, o options) (*summary, error) {
 		for i := range o.replicas[svc] {
 			r := &replica{service: svc, name: fmt.Sprintf("%s-%d", svc, i), bin: bin(svc),
 				logPath: filepath.Join(o.workdir, fmt.Sprintf("%s-%d.log", svc, i)),
-				env:     []string{"SHOAL_NATS_URL=" + url}}
+				env:     []string{"SHOAL_NATS_URL=" + url, "SHOAL_NATS_PASSWORD=" + passwords[natsauth.Role(svc)]}}
 			if svc == "generator" {
 				r.env = append(r.env, "SHOAL_GPUS=2x24GiB", "SHOAL_HOST="+host, "SHOAL_CONCURRENCY=8", "SHOAL_PROFILES="+profilesPath)
 			}
@@ -171,7 +184,8 @@ func chaos(ctx context.Context, o options) (*summary, error) {
 		return nil, err
 	}
 	seed := exec.CommandContext(ctx, bin("shoal"), "seed", "--nats-url", url, "--run", run, "--config", cfgPath,
-		"--evaluator", filepath.Join(o.example, "evaluator.py"), "--program", filepath.Join(o.example, "initial_program.py"))
+		"--evaluator", filepath.Join(o.example, "evaluator.py"), "--program", filepath.Join(o.example, "initial_program.py"),
+		"--user", string(natsauth.Seeder), "--password-file", natsauth.PasswordFile(filepath.Join(o.workdir, "credentials"), natsauth.Seeder))
 	if out, err := seed.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("seed: %w: %s", err, out)
 	}

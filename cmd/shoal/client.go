@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runs"
@@ -25,19 +27,48 @@ type client struct {
 
 const defaultURL = "nats://127.0.0.1:4222"
 
-func dial(cmd *cobra.Command) (*client, error) {
+// dial connects as the admin, which brings the streams and buckets to this version's config.
+func dial(cmd *cobra.Command) (*client, error) { return dialAs(cmd, natsauth.Admin) }
+
+// dialSeeder connects as the seeder: starting a run needs no more.
+func dialSeeder(cmd *cobra.Command) (*client, error) { return dialAs(cmd, natsauth.Seeder) }
+
+// dialAs connects as role, with the credentials clientAuth finds.
+func dialAs(cmd *cobra.Command, role natsauth.Role) (*client, error) {
 	url, _ := cmd.Flags().GetString("nats-url")
 	if url == "" {
 		url = defaultURL
 	}
 	prefix, _ := cmd.Flags().GetString("prefix")
+	auth, err := clientAuth(cmd, role)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := auth.Options()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 	defer cancel()
-	nc, err := natsx.Connect(ctx, url, "shoal-cli", slog.New(slog.DiscardHandler))
+	nc, err := natsx.Connect(ctx, url, "shoal-cli", slog.New(slog.DiscardHandler), opts...)
+	if errors.Is(err, nats.ErrAuthorization) {
+		return nil, fmt.Errorf("%w: %s", err, authHint(cmd))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (is `shoal up` running? set --nats-url)", err)
 	}
-	c, err := newClient(ctx, nc, protocol.NewNames(prefix))
+	names := protocol.NewNames(prefix)
+	if auth.User == string(natsauth.Admin) || !auth.HasCredentials() {
+		js, err := jetstream.New(nc)
+		if err == nil {
+			err = natsx.Reconcile(ctx, js, names)
+		}
+		if err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
+	c, err := newClient(ctx, nc, names)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -45,12 +76,10 @@ func dial(cmd *cobra.Command) (*client, error) {
 	return c, nil
 }
 
+// newClient opens the client's view of a deployment whose streams and buckets exist.
 func newClient(ctx context.Context, nc *nats.Conn, names protocol.Names) (*client, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, err
-	}
-	if err := natsx.Provision(ctx, js, names); err != nil {
 		return nil, err
 	}
 	store, err := runs.Open(ctx, js, names)

@@ -20,13 +20,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shoal-run/shoal/pkg/bundle"
+	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/natsx/natstest"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 )
 
-// stack is the four services over one embedded JetStream server, each on its own connection,
-// each stoppable on its own (to test restarts).
+// stack is the four services over one embedded JetStream server with shoal's users, each on
+// its own connection as its own role (a request a role may not make fails the test), each
+// stoppable on its own (to test restarts). The client is the admin.
 type stack struct {
 	t      testing.TB
 	env    *natstest.TestEnv
@@ -40,7 +42,7 @@ type stack struct {
 
 func startStack(t testing.TB) *stack {
 	t.Helper()
-	env := natstest.StartTestEnv(t)
+	env := natstest.StartTestEnv(t, natstest.WithRoles())
 	s := &stack{t: t, env: env, running: map[string]func(){}, crashes: map[string]func(){}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if testing.Verbose() {
 		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -74,11 +76,8 @@ func startStack(t testing.TB) *stack {
 // replica, named b.
 func (s *stack) start(name string) {
 	s.t.Helper()
-	nc, err := s.env.Server.Connect("test-" + name)
-	if err != nil {
-		s.t.Fatal(err)
-	}
 	service, id, _ := strings.Cut(name, "#")
+	nc := s.env.ConnectAs(s.t, natsauth.Role(service))
 	run, err := newService(service, s.env.Names, nc, s.log, upOptions{gpus: "none", replicaID: id})
 	if err != nil {
 		s.t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/protocol"
 )
 
@@ -16,7 +17,8 @@ func (s *stack) shoal(args ...string) string {
 	s.t.Helper()
 	var out bytes.Buffer
 	cmd := rootCmd()
-	cmd.SetArgs(append([]string{"--nats-url", s.env.Server.URL()}, args...))
+	cmd.SetArgs(append([]string{"--nats-url", s.env.Server.URL(),
+		"--user", "admin", "--password-file", natsauth.PasswordFile(s.env.CredentialsDir, natsauth.Admin)}, args...))
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
 	if err := cmd.ExecuteContext(context.Background()); err != nil {

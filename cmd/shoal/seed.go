@@ -14,12 +14,14 @@ import (
 	"github.com/shoal-run/shoal/pkg/natsx"
 	prog "github.com/shoal-run/shoal/pkg/program"
 	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/runconfig"
 )
 
 func seedCmd() *cobra.Command {
 	var config, evaluator, program, run, backend string
 	var iterations int64
 	var wait time.Duration
+	var profiles string
 	cmd := &cobra.Command{
 		Use:   "seed --run RUN [--config C --evaluator E] (--program P | P)",
 		Short: "Start a run on a running deployment, or add a program to an existing run",
@@ -39,7 +41,7 @@ from the run's), or when no archive answers within --wait.`,
 			if run == "" || program == "" {
 				return fmt.Errorf("seed needs --run and a program")
 			}
-			c, err := dial(cmd)
+			c, err := dialSeeder(cmd)
 			if err != nil {
 				return err
 			}
@@ -52,32 +54,20 @@ from the run's), or when no archive answers within --wait.`,
 				}
 				warn := func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", s) }
 				o := seedOptions{overrides: overrides{backend: backend, maxIterations: iterations}, wait: wait}
+				if profiles != "" {
+					// The generators' profiles are known here: a run none of them serves is refused now.
+					if o.profiles, _, err = runconfig.LoadProfiles(profiles); err != nil {
+						return fmt.Errorf("--profiles: %w", err)
+					}
+					o.checkProfiles = true
+				}
 				if _, err := seedProblem(ctx, c, run, p, o, warn); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "seeded run %s\n", run)
 				return nil
 			}
-			if err := protocol.ValidateRunID(run); err != nil {
-				return err
-			}
-			if _, err := c.runs.Spec(ctx, run); err != nil {
-				return fmt.Errorf("%w: start the run with --config, --evaluator and --program first", err)
-			}
-			text, err := os.ReadFile(program)
-			if err != nil {
-				return err
-			}
-			if err := prog.CheckText(text); err != nil {
-				return fmt.Errorf("%s: %w", program, err)
-			}
-			seed := &protocol.Seed{
-				Meta:        protocol.Meta{ID: fmt.Sprintf("seed-%s-%d", run, time.Now().UnixNano()), Run: run},
-				Program:     string(text),
-				ProgramName: filepath.Base(program),
-				CreatedAt:   time.Now().UTC(),
-			}
-			if err := publishSeed(ctx, c, seed, wait); err != nil {
+			if err := addProgram(ctx, c, run, program, wait); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "added %s to run %s\n", program, run)
@@ -92,7 +82,33 @@ from the run's), or when no archive answers within --wait.`,
 	f.StringVar(&backend, "backend", "", `"mutate" replaces the config's models`)
 	f.Int64Var(&iterations, "iterations", 0, "override max_iterations (new run)")
 	f.DurationVar(&wait, "wait", defaultSeedWait, "how long to wait for the archive to take the seed")
+	f.StringVar(&profiles, "profiles", os.Getenv("SHOAL_PROFILES"), "the generators' launch profiles file: when given, a launched model must name one of them (env SHOAL_PROFILES)")
 	return cmd
+}
+
+// addProgram adds the program at path to an existing run, once it is known to be a program
+// and the run to exist.
+func addProgram(ctx context.Context, c *client, run, path string, wait time.Duration) error {
+	if err := protocol.ValidateRunID(run); err != nil {
+		return err
+	}
+	if _, err := c.runs.Spec(ctx, run); err != nil {
+		return fmt.Errorf("%w: start the run with --config, --evaluator and --program first", err)
+	}
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := prog.CheckText(text); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	seed := &protocol.Seed{
+		Meta:        protocol.Meta{ID: fmt.Sprintf("seed-%s-%d", run, time.Now().UnixNano()), Run: run},
+		Program:     string(text),
+		ProgramName: filepath.Base(path),
+		CreatedAt:   time.Now().UTC(),
+	}
+	return publishSeed(ctx, c, seed, wait)
 }
 
 // publishSeed publishes seed and waits until the archive has taken it, so that "seeded" means

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -22,72 +23,79 @@ func statusCmd() *cobra.Command {
 				return err
 			}
 			defer c.close()
-			ctx := cmd.Context()
-			ids := []string{run}
-			if run == "" {
-				if ids, err = c.runs.List(ctx); err != nil {
-					return err
-				}
-			}
-			if len(ids) == 0 {
-				fmt.Fprintln(cmd.OutOrStdout(), "no runs")
-				return nil
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			failed := map[string]string{} // run → why, in full below the table
-			fmt.Fprintln(tw, "RUN\tSTATUS\tITERATIONS\tIN FLIGHT\tFAILED\tPOPULATION\tBEST\tSEED\tSTOP REASON")
-			for _, id := range ids {
-				spec, err := c.runs.Spec(ctx, id)
-				if err != nil {
-					fmt.Fprintf(tw, "%s\t%v\n", id, err)
-					continue
-				}
-				pst, err := c.runs.Planner(ctx, id)
-				if err != nil {
-					return err
-				}
-				status := string(pst.Status)
-				if status == "" {
-					status = "seeded"
-				}
-				reason := pst.StopReason
-				if pst.Status == protocol.RunFailed {
-					failed[id] = reason
-					reason, _, _ = strings.Cut(reason, "\n") // a traceback follows below the table
-				}
-				ctl, err := c.runs.Control(ctx, id)
-				if err != nil {
-					return err
-				}
-				if ctl.Paused && pst.Status == protocol.RunRunning {
-					status = "pausing" // asked; the planner has not acted yet
-				}
-				maxIter := "-"
-				if spec.Config.MaxIterations > 0 {
-					maxIter = fmt.Sprint(spec.Config.MaxIterations + ctl.ExtraIterations)
-				}
-				st, err := c.runs.State(ctx, id)
-				if err != nil {
-					fmt.Fprintf(tw, "%s\t%s\t0/%s\t-\t-\t-\t-\t-\t%s\n", id, status, maxIter, reason)
-					continue
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d/%s\t%d\t%d\t%d\t%.6g\t%.6g\t%s\n", id, status, st.Iterations, maxIter,
-					max(pst.Issued-st.Iterations, 0), st.Failed, st.Population, st.BestScore, st.SeedScore, reason)
-			}
-			printDeadCounts(ctx, tw, c, ids)
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			for _, id := range ids {
-				if why, ok := failed[id]; ok {
-					fmt.Fprintf(cmd.OutOrStdout(), "\nrun %s failed: %s\n", id, why)
-				}
-			}
-			return nil
+			return printStatus(cmd.Context(), cmd.OutOrStdout(), c, run)
 		},
 	}
 	cmd.Flags().StringVar(&run, "run", "", "show one run")
 	return cmd
+}
+
+// printStatus writes a table of the runs (run, or every run when it is ""): status,
+// iterations, tasks in flight, failures, population, scores and why a run stopped; a failed
+// run's reason in full follows the table.
+func printStatus(ctx context.Context, w io.Writer, c *client, run string) error {
+	var err error
+	ids := []string{run}
+	if run == "" {
+		if ids, err = c.runs.List(ctx); err != nil {
+			return err
+		}
+	}
+	if len(ids) == 0 {
+		fmt.Fprintln(w, "no runs")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	failed := map[string]string{} // run → why, in full below the table
+	fmt.Fprintln(tw, "RUN\tSTATUS\tITERATIONS\tIN FLIGHT\tFAILED\tPOPULATION\tBEST\tSEED\tSTOP REASON")
+	for _, id := range ids {
+		spec, err := c.runs.Spec(ctx, id)
+		if err != nil {
+			fmt.Fprintf(tw, "%s\t%v\n", id, err)
+			continue
+		}
+		pst, err := c.runs.Planner(ctx, id)
+		if err != nil {
+			return err
+		}
+		status := string(pst.Status)
+		if status == "" {
+			status = "seeded"
+		}
+		reason := pst.StopReason
+		if pst.Status == protocol.RunFailed {
+			failed[id] = reason
+			reason, _, _ = strings.Cut(reason, "\n") // a traceback follows below the table
+		}
+		ctl, err := c.runs.Control(ctx, id)
+		if err != nil {
+			return err
+		}
+		if ctl.Paused && pst.Status == protocol.RunRunning {
+			status = "pausing" // asked; the planner has not acted yet
+		}
+		maxIter := "-"
+		if spec.Config.MaxIterations > 0 {
+			maxIter = fmt.Sprint(spec.Config.MaxIterations + ctl.ExtraIterations)
+		}
+		st, err := c.runs.State(ctx, id)
+		if err != nil {
+			fmt.Fprintf(tw, "%s\t%s\t0/%s\t-\t-\t-\t-\t-\t%s\n", id, status, maxIter, reason)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d/%s\t%d\t%d\t%d\t%.6g\t%.6g\t%s\n", id, status, st.Iterations, maxIter,
+			max(pst.Issued-st.Iterations, 0), st.Failed, st.Population, st.BestScore, st.SeedScore, reason)
+	}
+	printDeadCounts(ctx, tw, c, ids)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if why, ok := failed[id]; ok {
+			fmt.Fprintf(w, "\nrun %s failed: %s\n", id, why)
+		}
+	}
+	return nil
 }
 
 // runFailed reports a run that ended as failed: what was folded, and the reason (the

@@ -19,7 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-run/shoal/examples"
-	"github.com/shoal-run/shoal/pkg/natsx"
+	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/pkg/runs"
@@ -63,6 +63,7 @@ A problem is OpenEvolve's layout: a directory with config.yaml, evaluator.py and
 initial_program.py, or the three named by --config, --evaluator and --program.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.stateDir, _ = cmd.Flags().GetString("state-dir")
 			dir := ""
 			if len(args) == 1 {
 				dir = args[0]
@@ -89,7 +90,6 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.StringVar(&o.output, "output", "", "write best_program.<ext>, best_program_info.json and checkpoints/checkpoint_<n>/ here when the run ends")
 	f.Int64Var(&o.iterations, "iterations", 0, "override max_iterations")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:4222", "address of the embedded NATS server (port 0 picks one)")
-	f.StringVar(&o.stateDir, "state-dir", ".shoal", "JetStream storage, logs and extracted examples")
 	f.BoolVar(&o.fresh, "fresh", false, "delete the embedded server's stored streams before starting")
 	f.BoolVar(&o.noSeed, "no-seed", false, "start the services only; seed later with `shoal seed`")
 	f.StringSliceVar(&o.only, "only", nil, "run only these services (planner,generator,evaluator,archive)")
@@ -130,7 +130,7 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 	url, _ := cmd.Flags().GetString("nats-url")
 	prefix, _ := cmd.Flags().GetString("prefix")
 	names := protocol.NewNames(prefix)
-	connect, shutdown, err := startNATS(ctx, url, o, log)
+	connect, shutdown, err := startNATS(cmd, url, names, o, log)
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(services))
 	for _, name := range services {
-		nc, err := connect("shoal-" + name)
+		nc, err := connect(natsauth.Role(name))
 		if err != nil {
 			return err
 		}
@@ -177,7 +177,7 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 		<-ctx.Done()
 		return stop()
 	}
-	nc, err := connect("shoal-cli")
+	nc, err := connect(natsauth.Admin)
 	if err != nil {
 		return errors.Join(err, stop())
 	}
@@ -211,29 +211,6 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 		werr = writeOutput(ctx, c, run, o.output, cmd.ErrOrStderr())
 	}
 	return errors.Join(werr, stop())
-}
-
-// startNATS starts the embedded server, or returns a dialer for --nats-url.
-func startNATS(ctx context.Context, url string, o upOptions, log *slog.Logger) (func(string) (*nats.Conn, error), func(), error) {
-	if url != "" {
-		return func(name string) (*nats.Conn, error) { return natsx.Connect(ctx, url, name, log) }, func() {}, nil
-	}
-	store := filepath.Join(o.stateDir, "jetstream")
-	if o.fresh {
-		if err := os.RemoveAll(store); err != nil {
-			return nil, nil, err
-		}
-	}
-	host, port, err := splitHostPort(o.listen)
-	if err != nil {
-		return nil, nil, err
-	}
-	srv, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: store, Host: host, Port: port, MaxPayload: 8 << 20})
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w (is another `shoal up` running? use --listen 127.0.0.1:0)", err)
-	}
-	log.Info("embedded nats started", "url", srv.URL(), "store", store)
-	return srv.Connect, srv.Shutdown, nil
 }
 
 func splitHostPort(addr string) (string, int, error) {

@@ -15,8 +15,10 @@ import (
 
 // Connect dials url, retrying with capped exponential backoff until ctx ends, so services may
 // start before the NATS server does (as they do under docker compose). Once connected, the
-// client reconnects forever on its own.
-func Connect(ctx context.Context, url, name string, log *slog.Logger) (*nats.Conn, error) {
+// client reconnects forever on its own. extra carries credentials and TLS (Auth.Options). A
+// server that refuses the credentials is an error at once: retrying would not change its mind.
+// Requests the server refuses for want of permission are logged.
+func Connect(ctx context.Context, url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -27,12 +29,23 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger) (*nats.Con
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				log.Error("nats refused a request of this role", "err", err)
+				return
+			}
+			log.Warn("nats error", "err", err)
+		}),
 	}
+	opts = append(opts, extra...)
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		nc, err := nats.Connect(url, opts...)
 		if err == nil {
 			return nc, nil
+		}
+		if isAuthError(err) {
+			return nil, fmt.Errorf("connect %s: %w (check the user and password, --creds or the TLS settings)", url, err)
 		}
 		if !errors.Is(err, nats.ErrNoServers) && attempt > 3 {
 			return nil, fmt.Errorf("connect %s: %w", url, err)
@@ -45,4 +58,9 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger) (*nats.Con
 		}
 		wait = min(wait*2, 5*time.Second)
 	}
+}
+
+func isAuthError(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
 }

@@ -3,6 +3,8 @@ package natsx
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -19,6 +21,12 @@ type EmbeddedConfig struct {
 	Port int
 	// MaxPayload in bytes; 0 keeps NATS' default of 1 MiB.
 	MaxPayload int32
+	// Users may connect, each with its permissions (natsauth.Users); nobody else may. With no
+	// users the server is open to anyone who reaches it, so it must listen on loopback only.
+	Users []*server.User
+	// TLSCert and TLSKey make clients speak TLS; with TLSCA too, clients must also present a
+	// certificate that it signed. In-process connections skip TLS.
+	TLSCert, TLSKey, TLSCA string
 }
 
 // Embedded is a running in-process NATS server.
@@ -39,6 +47,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	if len(cfg.Users) == 0 && !IsLoopback(host) {
+		return nil, fmt.Errorf("start embedded nats: listening on %s without users would let anyone who reaches it run code; listen on 127.0.0.1 or configure users", host)
+	}
 	opts := &server.Options{
 		ServerName: "shoal-embedded",
 		Host:       host,
@@ -48,6 +59,17 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		MaxPayload: cfg.MaxPayload,
+		Users:      cfg.Users,
+	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" || cfg.TLSCA != "" {
+		if cfg.TLSCert == "" || cfg.TLSKey == "" {
+			return nil, errors.New("start embedded nats: TLS needs a certificate and its key")
+		}
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cfg.TLSCA, Verify: cfg.TLSCA != ""})
+		if err != nil {
+			return nil, fmt.Errorf("start embedded nats: tls: %w", err)
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, cfg.TLSCA != "", 2
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -64,9 +86,12 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 // URL is the client URL of the server (nats://127.0.0.1:<port>).
 func (e *Embedded) URL() string { return e.srv.ClientURL() }
 
-// Connect opens a client connection to the server in-process (no TCP).
-func (e *Embedded) Connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(e.URL(), nats.InProcessServer(e.srv), nats.Name(name))
+// Connect opens a client connection to the server in-process (no TCP); opts carry its
+// credentials (Auth.Options) when the server has users.
+func (e *Embedded) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	// In-process connections skip TLS: a tls:// URL would make the client ask for it.
+	url := strings.Replace(e.URL(), "tls://", "nats://", 1)
+	nc, err := nats.Connect(url, append([]nats.Option{nats.InProcessServer(e.srv), nats.Name(name)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to embedded nats: %w", err)
 	}
@@ -77,4 +102,13 @@ func (e *Embedded) Connect(name string) (*nats.Conn, error) {
 func (e *Embedded) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
+}
+
+// IsLoopback reports whether host (a name or an address) reaches this machine only.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }

@@ -38,9 +38,34 @@ func Buckets(n protocol.Names) []jetstream.KeyValueConfig {
 	}
 }
 
-// Provision creates or updates every stream, bucket and object store shoal uses. It is
-// idempotent: every service calls it at start, whichever comes up first.
+// Provision creates every stream, bucket and object store shoal uses that does not exist yet,
+// and leaves those that do as they are. Every service calls it at start, whichever comes up
+// first, so services may start in any order on a fresh server. It needs only the create
+// request that every service role may make: a stream that exists with another config (an
+// older version's) keeps it until an admin runs Reconcile.
 func Provision(ctx context.Context, js jetstream.JetStream, n protocol.Names) error {
+	for _, cfg := range Streams(n) {
+		if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
+		}
+	}
+	for _, cfg := range Buckets(n) {
+		if _, err := js.CreateKeyValue(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	for _, cfg := range objectStores(n) {
+		if _, err := js.CreateObjectStore(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("provision object store %s: %w", cfg.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// Reconcile creates or updates every stream, bucket and object store shoal uses, so that each
+// has this version's config. It is idempotent. Updating a stream needs the admin role: `shoal
+// up` and the CLI's admin commands run it.
+func Reconcile(ctx context.Context, js jetstream.JetStream, n protocol.Names) error {
 	for _, cfg := range Streams(n) {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
@@ -51,13 +76,20 @@ func Provision(ctx context.Context, js jetstream.JetStream, n protocol.Names) er
 			return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
 		}
 	}
-	for _, name := range []string{n.BundlesStore(), n.SnapshotsStore()} {
-		store := jetstream.ObjectStoreConfig{Bucket: name, Compression: true, Storage: jetstream.FileStorage}
-		if _, err := js.CreateOrUpdateObjectStore(ctx, store); err != nil {
-			return fmt.Errorf("provision object store %s: %w", store.Bucket, err)
+	for _, cfg := range objectStores(n) {
+		if _, err := js.CreateOrUpdateObjectStore(ctx, cfg); err != nil {
+			return fmt.Errorf("provision object store %s: %w", cfg.Bucket, err)
 		}
 	}
 	return nil
+}
+
+func objectStores(n protocol.Names) []jetstream.ObjectStoreConfig {
+	var out []jetstream.ObjectStoreConfig
+	for _, name := range []string{n.BundlesStore(), n.SnapshotsStore()} {
+		out = append(out, jetstream.ObjectStoreConfig{Bucket: name, Compression: true, Storage: jetstream.FileStorage})
+	}
+	return out
 }
 
 // EnsureConsumer creates or updates a durable consumer on stream; replicas of a service call

@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/natsx/natstest"
 	"github.com/shoal-run/shoal/pkg/program"
 	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/pkg/runs"
 	"github.com/shoal-run/shoal/services/generator"
 )
@@ -293,10 +294,14 @@ llm:
       concurrency: 2
     - name: big
       backend: launch
-      launch:
-        command: [./serve, --port, "{port}"]
-        variants: [{name: q8, need_gib: 20}]
+      launch: {profile: serve-q8}
 `, url)
+}
+
+// serveProfiles declare the profile that openaiConfig's launched model names.
+func serveProfiles(t *testing.T) runconfig.Profiles {
+	t.Helper()
+	return profiles(t, profile("serve-q8", []string{"./serve", "--port", "{port}"}, "    variants: [{name: q8, need_gib: 20}]\n"))
 }
 
 func getenv(k string) string {
@@ -327,7 +332,7 @@ func TestOpenAICandidates(t *testing.T) {
 		}
 		return "?"
 	})
-	e := start(t, generator.Config{Getenv: getenv, GPUs: "none"}, map[string]string{"r2": openaiConfig(chat.URL)})
+	e := start(t, generator.Config{Getenv: getenv, GPUs: "none", Profiles: serveProfiles(t)}, map[string]string{"r2": openaiConfig(chat.URL)})
 
 	cases := []struct {
 		name, model string

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/services/evaluator"
 )
@@ -24,6 +25,8 @@ func main() {
 	flag.StringVar(&cfg.Python, "python", "python3", "Python interpreter for evaluators (env SHOAL_PYTHON)")
 	flag.StringVar(&cfg.CacheDir, "cache-dir", "", "bundles and work dirs; default $TMPDIR/shoal-evaluator (env SHOAL_CACHE_DIR)")
 	flag.BoolVar(&cfg.Cold, "cold", false, "a fresh interpreter per candidate instead of a warm one (env SHOAL_COLD)")
+	var auth natsx.Auth
+	auth.AddFlags(flag.CommandLine, string(natsauth.Evaluator))
 	// Environment variables replace the defaults; flags on the command line win over both.
 	for name, key := range map[string]string{"nats-url": "SHOAL_NATS_URL", "prefix": "SHOAL_PREFIX",
 		"concurrency": "SHOAL_CONCURRENCY", "python": "SHOAL_PYTHON", "cache-dir": "SHOAL_CACHE_DIR", "cold": "SHOAL_COLD"} {
@@ -35,18 +38,23 @@ func main() {
 		}
 	}
 	flag.Parse()
+	auth.InboxPrefix = natsauth.Evaluator.InboxPrefix()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("service", "evaluator", "version", version)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *url, cfg, log); err != nil {
+	if err := run(ctx, *url, auth, cfg, log); err != nil {
 		log.Error("evaluator failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, url string, cfg evaluator.Config, log *slog.Logger) error {
-	nc, err := natsx.Connect(ctx, url, "shoal-evaluator", log)
+func run(ctx context.Context, url string, auth natsx.Auth, cfg evaluator.Config, log *slog.Logger) error {
+	opts, err := auth.Options()
+	if err != nil {
+		return err
+	}
+	nc, err := natsx.Connect(ctx, url, "shoal-evaluator", log, opts...)
 	if err != nil {
 		return err
 	}

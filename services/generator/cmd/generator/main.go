@@ -17,7 +17,7 @@ import (
 var version = "dev"
 
 func main() {
-	url, cfg, err := flags(os.Args[1:])
+	url, auth, cfg, err := flags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
@@ -27,14 +27,18 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("service", "generator", "version", version)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, url, cfg, log); err != nil {
+	if err := run(ctx, url, auth, cfg, log); err != nil {
 		log.Error("generator failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, url string, cfg generator.Config, log *slog.Logger) error {
-	nc, err := natsx.Connect(ctx, url, "shoal-generator", log)
+func run(ctx context.Context, url string, auth natsx.Auth, cfg generator.Config, log *slog.Logger) error {
+	opts, err := auth.Options()
+	if err != nil {
+		return err
+	}
+	nc, err := natsx.Connect(ctx, url, "shoal-generator", log, opts...)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/services/planner"
@@ -21,12 +22,20 @@ func main() { os.Exit(run()) }
 func run() int {
 	url := flag.String("nats-url", envOr("SHOAL_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env SHOAL_NATS_URL)")
 	prefix := flag.String("prefix", envOr("SHOAL_PREFIX", protocol.DefaultPrefix), "subject prefix (env SHOAL_PREFIX)")
+	var auth natsx.Auth
+	auth.AddFlags(flag.CommandLine, string(natsauth.Planner))
 	flag.Parse()
+	auth.InboxPrefix = natsauth.Planner.InboxPrefix()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("version", version)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	nc, err := natsx.Connect(ctx, *url, "shoal-planner", log)
+	opts, err := auth.Options()
+	if err != nil {
+		log.Error("nats credentials", "err", err)
+		return 2
+	}
+	nc, err := natsx.Connect(ctx, *url, "shoal-planner", log, opts...)
 	if err != nil {
 		log.Error("connect", "err", err)
 		return 1
