@@ -20,6 +20,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/shoal-run/shoal/deploy/standin"
+	"github.com/shoal-run/shoal/pkg/natsauth"
+	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
 )
 
@@ -130,7 +132,7 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	nc, err := dialUp(ctx, port, state, exited)
+	nc, err := dialUp(ctx, port, state, natsauth.Admin, exited)
 	if err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, out.String())
 	}
@@ -150,15 +152,21 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 	svcCtx, stopServices := context.WithCancel(ctx)
 	defer stopServices()
 	if shape.noop {
+		enc, err := dialUp(ctx, port, state, natsauth.Evaluator, exited)
+		if err != nil {
+			return nil, err
+		}
+		defer enc.Close()
 		go func() {
-			if err := noopEvaluator(svcCtx, nc, protocol.NewNames("")); err != nil && svcCtx.Err() == nil {
+			if err := noopEvaluator(svcCtx, enc, protocol.NewNames("")); err != nil && svcCtx.Err() == nil {
 				fmt.Fprintln(os.Stderr, "no-op evaluator:", err)
 			}
 		}()
 	}
 	for i := 1; i < shape.generators; i++ {
 		g := exec.CommandContext(svcCtx, shoal, "up", "--only", "generator", "--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", port),
-			"--state-dir", filepath.Join(dir, fmt.Sprintf("generator-%d", i)))
+			"--state-dir", filepath.Join(dir, fmt.Sprintf("generator-%d", i)),
+			"--user", "generator", "--password-file", natsauth.PasswordFile(filepath.Join(state, "credentials"), natsauth.Generator))
 		g.Stdout, g.Stderr = &out, &out
 		g.Cancel = func() error { return g.Process.Signal(syscall.SIGTERM) }
 		g.WaitDelay = 30 * time.Second
@@ -203,14 +211,18 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 	return r, nil
 }
 
-// dialUp connects to the NATS server of a starting `shoal up`, as a client of the CLI does.
-func dialUp(ctx context.Context, port int, stateDir string, exited <-chan error) (*nats.Conn, error) {
+// dialUp connects as role to the NATS server of a starting `shoal up`, once `up` has made
+// its credentials and started its server.
+func dialUp(ctx context.Context, port int, stateDir string, role natsauth.Role, exited <-chan error) (*nats.Conn, error) {
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		nc, err := nats.Connect(url, clientOptions(stateDir)...)
+		opts, err := roleOptions(stateDir, role)
 		if err == nil {
-			return nc, nil
+			var nc *nats.Conn
+			if nc, err = nats.Connect(url, opts...); err == nil {
+				return nc, nil
+			}
 		}
 		select {
 		case err := <-exited:
@@ -225,9 +237,15 @@ func dialUp(ctx context.Context, port int, stateDir string, exited <-chan error)
 	}
 }
 
-// clientOptions are the options a CLI client of the `shoal up` in stateDir connects with.
-func clientOptions(stateDir string) []nats.Option {
-	return []nats.Option{nats.Name("bench-pipeline-tap")}
+// roleOptions are the options a client connects to the `shoal up` in stateDir with as role,
+// with the password that `up` made for it, as shoal's CLI does.
+func roleOptions(stateDir string, role natsauth.Role) ([]nats.Option, error) {
+	pw, err := natsauth.ReadPassword(filepath.Join(stateDir, "credentials"), role)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := natsx.Auth{User: string(role), Password: pw, InboxPrefix: role.InboxPrefix()}.Options()
+	return append(opts, nats.Name("bench-pipeline-"+string(role))), err
 }
 
 func freePort() (int, error) {
