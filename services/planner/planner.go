@@ -346,7 +346,7 @@ func (s *Service) planRun(ctx context.Context, run string) error {
 		return err
 	}
 	if n, ok := s.pending[run]; ok {
-		if err := s.publishTask(ctx, spec, pst.LastModel, n); err != nil {
+		if err := s.publishTask(ctx, spec, pst.LastModel, n, nil); err != nil {
 			return err
 		}
 		delete(s.pending, run)
@@ -490,12 +490,24 @@ func (s *Service) issue(ctx context.Context, spec *runs.Spec, pst *protocol.Plan
 		model := pickModel(cfg, deficit, uint64(cfg.RandomSeed), uint64(n))
 		pst.Issued, pst.LastModel = n, model
 		pst.IssuedByModel[model]++
+		// The archive picks the parent while the task is recorded: two round trips at
+		// once instead of one after the other, on the path of every candidate.
+		sampled := make(chan sampleResult, 1)
+		go func() {
+			r, err := s.sampleFor(ctx, spec, n)
+			sampled <- sampleResult{r, err}
+		}()
 		if err := s.save(ctx, pst); err != nil {
+			<-sampled
 			return err
 		}
 		s.pending[spec.Run] = n
-		if err := s.publishTask(ctx, spec, model, n); err != nil {
-			return err // published again on the next tick
+		smp := <-sampled
+		if smp.err != nil {
+			return smp.err // published again on the next plan
+		}
+		if err := s.publishTask(ctx, spec, model, n, smp.reply); err != nil {
+			return err
 		}
 		delete(s.pending, spec.Run)
 		if deficit[model]--; deficit[model] == 0 {
@@ -555,16 +567,30 @@ func pickModel(cfg *runconfig.Config, deficit map[string]int64, seed, n uint64) 
 	return last
 }
 
-// publishTask samples a parent from task n's island and publishes the task. Publishing it
-// twice is harmless: the id is derived from (run, n), so JetStream drops the copy.
-func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string, n int64) error {
+type sampleResult struct {
+	reply *protocol.SampleReply
+	err   error
+}
+
+// sampleFor asks the archive for task n's parent and inspirations, from its island.
+func (s *Service) sampleFor(ctx context.Context, spec *runs.Spec, n int64) (*protocol.SampleReply, error) {
 	cfg := spec.Config
-	taskSeed := cfg.RandomSeed*1_000_003 + n
-	island := islandOf(n, cfg.Database.NumIslands)
-	sample, err := s.sample(ctx, spec.Run, island, taskSeed, cfg.Prompt.NumTopPrograms+cfg.Prompt.NumDiversePrograms)
-	if err != nil {
-		return err
+	return s.sample(ctx, spec.Run, islandOf(n, cfg.Database.NumIslands), taskSeed(cfg, n), cfg.Prompt.NumTopPrograms+cfg.Prompt.NumDiversePrograms)
+}
+
+func taskSeed(cfg *runconfig.Config, n int64) int64 { return cfg.RandomSeed*1_000_003 + n }
+
+// publishTask publishes task n with its sample (taken now when nil). Publishing it twice is
+// harmless: the id is derived from (run, n), so JetStream drops the copy.
+func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string, n int64, sample *protocol.SampleReply) error {
+	cfg := spec.Config
+	if sample == nil {
+		var err error
+		if sample, err = s.sampleFor(ctx, spec, n); err != nil {
+			return err
+		}
 	}
+	island := islandOf(n, cfg.Database.NumIslands)
 	mode := protocol.ModeRewrite
 	if cfg.DiffBasedEvolution {
 		mode = protocol.ModeDiff
@@ -579,7 +605,7 @@ func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string
 		// The parent's code is what an edit applies to; its metrics and artifacts are in
 		// the prompt already.
 		Parent:    protocol.Program{ID: sample.Parent.ID, Code: sample.Parent.Code, Generation: sample.Parent.Generation, Island: sample.Parent.Island},
-		Seed:      taskSeed,
+		Seed:      taskSeed(cfg, n),
 		CreatedAt: time.Now().UTC(),
 	}
 	// A task carries what its backend reads, no more: every stage decodes it, and programs
