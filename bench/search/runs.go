@@ -103,6 +103,9 @@ func waitPlannerDone(ctx context.Context, s *stack, run string) error {
 		if err != nil {
 			return false, err
 		}
+		if st.Status == protocol.RunFailed {
+			return false, fmt.Errorf("run %s failed: %s", run, st.StopReason)
+		}
 		return st.Status == protocol.RunDone, nil
 	})
 }
