@@ -68,3 +68,22 @@ func TestAuthOptionsRefuseWhatCannotWork(t *testing.T) {
 		})
 	}
 }
+
+// TestEmbeddedServerBeyondLoopbackNeedsUsers: a server anyone on the network could use is
+// refused; on loopback, tests may still run one without users.
+func TestEmbeddedServerBeyondLoopbackNeedsUsers(t *testing.T) {
+	_, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: t.TempDir(), Host: "0.0.0.0"})
+	if err == nil || !strings.Contains(err.Error(), "without users") {
+		t.Fatalf("got %v, want a refusal to listen on 0.0.0.0 without users", err)
+	}
+	for _, host := range []string{"127.0.0.1", "localhost", "::1", "[::1]"} {
+		if !natsx.IsLoopback(host) {
+			t.Errorf("IsLoopback(%q) = false", host)
+		}
+	}
+	for _, host := range []string{"0.0.0.0", "::", "10.0.0.1", "example.com", ""} {
+		if natsx.IsLoopback(host) {
+			t.Errorf("IsLoopback(%q) = true", host)
+		}
+	}
+}

@@ -196,9 +196,10 @@ func TestScore(t *testing.T) {
 				"    print('started', flush=True)\n" +
 				"    while True:\n" +
 				"        pass\n",
-			config: func(e *runconfig.Evaluator) { e.Timeout = 1500 * time.Millisecond },
+			// Long enough for the two children to start on a loaded machine.
+			config: func(e *runconfig.Evaluator) { e.Timeout = 5 * time.Second },
 			status: protocol.StatusTimeout,
-			reason: "timed out after 1.5s",
+			reason: "timed out after 5s",
 			check: func(t *testing.T, v *verdict) {
 				if !strings.Contains(v.Artifacts["stdout"], "started") {
 					t.Fatalf("stdout = %q, want the candidate's children started", v.Artifacts["stdout"])

@@ -238,7 +238,7 @@ func (l *Launcher) Start(ctx context.Context, p *Prepare) (*Zygote, error) {
 		close(z.readerD)
 		return nil, &ImportError{Msg: r.Error, Traceback: r.Traceback}
 	}
-	z.pid = r.PID
+	z.pid = z.cmd.Process.Pid // r.PID is 1: its own pid namespace's
 	go z.readLoop()
 	return z, nil
 }
@@ -254,11 +254,13 @@ func (z *Zygote) start(args, env []string, ctl *os.File) error {
 		cmd.Stdout, cmd.Stderr = z.output, z.output
 		cmd.ExtraFiles = []*os.File{ctl}
 		attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		// A pid namespace of its own too: the zygote makes one per job below it, which it
+		// may do only from a namespace its user namespace owns.
 		switch mode {
 		case 1:
-			attr.Cloneflags = syscall.CLONE_NEWNET
+			attr.Cloneflags = syscall.CLONE_NEWNET | syscall.CLONE_NEWPID
 		case 2:
-			attr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET
+			attr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET | syscall.CLONE_NEWPID
 			attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
 			attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
 		}
@@ -398,7 +400,19 @@ type job struct {
 	MaxProcs   int               `json:"max_procs"`
 	Timeout    float64           `json:"timeout"`
 	Cgroup     string            `json:"cgroup,omitempty"`
+	// UID is the job's own uid when the service is root: live jobs never share one.
+	UID int `json:"uid,omitempty"`
 }
+
+// Jobs run as uidBase + a number that cycles through uidRange when the service is root, so
+// that no two live jobs, of any zygote, share a uid: RLIMIT_NPROC is then per job, and no
+// job can signal another.
+const (
+	uidBase  = 200000
+	uidRange = 1 << 20
+)
+
+var uidSeq atomic.Uint64
 
 // backstop is how long past its timeout a job's reply may be late before the zygote is
 // taken for hung and killed; the supervisor enforces the timeout itself.
@@ -558,6 +572,9 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 
 func (z *Zygote) job(box *Box, c Command) (*job, error) {
 	j := &job{Workdir: box.Dir, Env: map[string]string{}, Rlimits: map[string]int64{"RLIMIT_CORE": 0}, MaxProcs: maxProcs}
+	if z.l.hostRoot {
+		j.UID = uidBase + int(uidSeq.Add(1)%uidRange)
+	}
 	switch {
 	case len(c.Args) > 0:
 		bin := c.Args[0]
