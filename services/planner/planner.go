@@ -146,6 +146,8 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
+	known := map[string]bool{} // every run seen, by listing or by the runs watch
+	listed := false            // known is complete since the runs watch started
 	for {
 		if gensWatch == nil {
 			// The generators bucket is watched rather than listed each tick: pacing reads it
@@ -161,6 +163,7 @@ func (s *Service) Run(ctx context.Context) error {
 			// What it carries is kept, so planning reads no key the watch delivered.
 			clear(s.states)
 			clear(s.controls)
+			listed = false
 			if runsWatch, err = s.runs.KV().WatchFiltered(ctx, []string{protocol.RunStateKey("*"), protocol.RunControlKey("*")},
 				jetstream.UpdatesOnly()); err != nil && ctx.Err() == nil {
 				s.log.Warn("watch runs", "err", err)
@@ -170,11 +173,19 @@ func (s *Service) Run(ctx context.Context) error {
 			clear(s.states) // nothing keeps them current: read the keys
 			clear(s.controls)
 		}
-		ids, err := s.runs.List(ctx)
-		if err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
-			s.log.Warn("list runs", "err", err)
+		if runsWatch == nil || !listed {
+			// Listing the bucket costs the server a consumer: list when nothing else tells of
+			// new runs, and once when the watch starts; after that its updates name them.
+			ids, err := s.runs.List(ctx)
+			if err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+				s.log.Warn("list runs", "err", err)
+			}
+			for _, id := range ids {
+				known[id] = true
+			}
+			listed = err == nil && runsWatch != nil
 		}
-		s.plan(ctx, ids)
+		s.plan(ctx, slices.Sorted(maps.Keys(known)))
 		var gensUpdates, runsUpdates <-chan jetstream.KeyValueEntry
 		if gensWatch != nil {
 			gensUpdates = gensWatch.Updates()
@@ -198,7 +209,11 @@ func (s *Service) Run(ctx context.Context) error {
 					runsWatch = nil
 					break wait
 				}
-				s.plan(ctx, s.changedRuns(e, runsUpdates))
+				changed := s.changedRuns(e, runsUpdates)
+				for _, id := range changed {
+					known[id] = true
+				}
+				s.plan(ctx, changed)
 			case <-t.C:
 				break wait
 			}
