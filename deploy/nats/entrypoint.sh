@@ -8,7 +8,9 @@ for role in PLANNER GENERATOR EVALUATOR ARCHIVE SEEDER ADMIN; do
 	eval "file=\${SHOAL_NATS_PASSWORD_${role}_FILE:-}"
 	if [ -n "$file" ]; then
 		pw=$(cat "$file")
-		export "SHOAL_NATS_PASSWORD_${role}=$pw"
+		# Quoted: nats-server parses a variable's value as config, and an unquoted value
+		# starting with a digit is read as a number ("Expected a digit but got 'f'").
+		export "SHOAL_NATS_PASSWORD_${role}=\"$pw\""
 		unset "SHOAL_NATS_PASSWORD_${role}_FILE"
 	fi
 done
