@@ -35,7 +35,7 @@ func rootCmd() *cobra.Command {
 	root.PersistentFlags().String("nats-url", envOr("SHOAL_NATS_URL", ""), "NATS server URL (env SHOAL_NATS_URL); `up` embeds a server when empty")
 	root.PersistentFlags().String("prefix", envOr("SHOAL_PREFIX", "shoal"), "subject prefix (env SHOAL_PREFIX)")
 	addAuthFlags(root)
-	root.AddCommand(upCmd(), seedCmd(), statusCmd(), bestCmd(), leasesCmd(), gpusCmd(), runCmd(), deadCmd(), natsConfigCmd())
+	root.AddCommand(upCmd(), seedCmd(), statusCmd(), bestCmd(), leasesCmd(), gpusCmd(), runCmd(), deadCmd(), natsConfigCmd(), provisionCmd(), credentialsCmd())
 	return root
 }
 

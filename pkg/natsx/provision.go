@@ -64,19 +64,40 @@ func Provision(ctx context.Context, js jetstream.JetStream, n protocol.Names) er
 
 // Reconcile creates or updates every stream, bucket and object store shoal uses, so that each
 // has this version's config. It is idempotent. Updating a stream needs the admin role: `shoal
-// up` and the CLI's admin commands run it.
+// up` and the CLI's admin commands run it. Each keeps the replicas it has (see ReconcileReplicas).
 func Reconcile(ctx context.Context, js jetstream.JetStream, n protocol.Names) error {
+	return ReconcileReplicas(ctx, js, n, 0)
+}
+
+// ReconcileReplicas is Reconcile with every stream, bucket and object store kept on replicas
+// servers of a cluster (`shoal provision --replicas 3`). With replicas 0 each keeps the
+// replicas it has, and one created is on one server, so that an admin command run without the
+// setting never scales a clustered deployment down.
+func ReconcileReplicas(ctx context.Context, js jetstream.JetStream, n protocol.Names, replicas int) error {
+	keep := func(stream string) int {
+		if replicas > 0 {
+			return replicas
+		}
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return 0
+		}
+		return s.CachedInfo().Config.Replicas
+	}
 	for _, cfg := range Streams(n) {
+		cfg.Replicas = keep(cfg.Name)
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 		}
 	}
 	for _, cfg := range Buckets(n) {
+		cfg.Replicas = keep("KV_" + cfg.Bucket)
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
 		}
 	}
 	for _, cfg := range objectStores(n) {
+		cfg.Replicas = keep("OBJ_" + cfg.Bucket)
 		if _, err := js.CreateOrUpdateObjectStore(ctx, cfg); err != nil {
 			return fmt.Errorf("provision object store %s: %w", cfg.Bucket, err)
 		}

@@ -24,12 +24,15 @@ func main() {
 	flag.IntVar(&cfg.Concurrency, "concurrency", 0, "candidates evaluated at once; 0 means one per CPU (env SHOAL_CONCURRENCY)")
 	flag.StringVar(&cfg.Python, "python", "python3", "Python interpreter for evaluators (env SHOAL_PYTHON)")
 	flag.StringVar(&cfg.CacheDir, "cache-dir", "", "bundles and work dirs; default $TMPDIR/shoal-evaluator (env SHOAL_CACHE_DIR)")
+	flag.IntVar(&cfg.MemoryLimitMB, "memory-limit-mb", 0, "memory per candidate when its run sets no evaluator.memory_limit_mb; 0 means 2048, -1 none (env SHOAL_MEMORY_LIMIT_MB)")
+	flag.IntVar(&cfg.ScratchMB, "work-dir-limit-mb", 0, "bytes a candidate may write to its work dir and /tmp; 0 means 256 (env SHOAL_WORK_DIR_LIMIT_MB)")
 	flag.BoolVar(&cfg.Cold, "cold", false, "a fresh interpreter per candidate instead of a warm one (env SHOAL_COLD)")
 	var auth natsx.Auth
 	auth.AddFlags(flag.CommandLine, string(natsauth.Evaluator))
 	// Environment variables replace the defaults; flags on the command line win over both.
 	for name, key := range map[string]string{"nats-url": "SHOAL_NATS_URL", "prefix": "SHOAL_PREFIX",
-		"concurrency": "SHOAL_CONCURRENCY", "python": "SHOAL_PYTHON", "cache-dir": "SHOAL_CACHE_DIR", "cold": "SHOAL_COLD"} {
+		"concurrency": "SHOAL_CONCURRENCY", "python": "SHOAL_PYTHON", "cache-dir": "SHOAL_CACHE_DIR", "cold": "SHOAL_COLD",
+		"memory-limit-mb": "SHOAL_MEMORY_LIMIT_MB", "work-dir-limit-mb": "SHOAL_WORK_DIR_LIMIT_MB"} {
 		if v := os.Getenv(key); v != "" {
 			if err := flag.Set(name, v); err != nil {
 				fmt.Fprintf(os.Stderr, "%s: %v\n", key, err)
