@@ -2,7 +2,7 @@ package natsauth
 
 import (
 	"crypto/rand"
-	"encoding/base64"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -66,7 +66,10 @@ func create(path string) (string, error) {
 	if _, err := rand.Read(buf); err != nil {
 		return "", fmt.Errorf("credentials: %w", err)
 	}
-	pw := base64.RawURLEncoding.EncodeToString(buf)
+	// A letter, then base32 (letters and digits): nats-server reads a password given by an
+	// environment variable in its config file as config, so one starting with a digit or a
+	// '-' would be a number, and the server would refuse to start.
+	pw := "p" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(buf))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		data, rerr := os.ReadFile(path)

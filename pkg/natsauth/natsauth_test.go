@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -374,6 +375,30 @@ func TestGeneratorRoleHoldsGPULeases(t *testing.T) {
 	}{{"ready", l.Ready}, {"renew", l.Renew}, {"release", l.Release}} {
 		if err := step.do(ctx); err != nil {
 			t.Fatalf("%s as the generator: %v", step.name, err)
+		}
+	}
+}
+
+// TestEveryMadePasswordWorksInTheConfigFile: nats-server reads a variable's value in its config
+// as config, so a password that starts with a digit was read as a number and the server
+// refused to start (about one `shoal up` credentials directory in six).
+func TestEveryMadePasswordWorksInTheConfigFile(t *testing.T) {
+	for i := range 40 {
+		pw, err := natsauth.LoadOrCreate(filepath.Join(t.TempDir(), fmt.Sprintf("credentials-%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range natsauth.Roles() {
+			t.Setenv(natsauth.PasswordEnv(r), pw[r])
+		}
+		opts, err := server.ProcessConfigFile(deployConfig)
+		if err != nil {
+			t.Fatalf("passwords %v: %v", pw, err)
+		}
+		for _, u := range opts.Users {
+			if want := pw[natsauth.Role(u.Username)]; u.Password != want {
+				t.Fatalf("%s: the server read password %q, want %q", u.Username, u.Password, want)
+			}
 		}
 	}
 }
