@@ -90,10 +90,26 @@ down: compose-plugin ## docker compose down (the JetStream volume stays; `$(COMP
 e2e-compose: images compose-plugin build ## end to end on docker compose: up, scale generators, seed from the host, wait for the run, check, down
 	cd cmd/shoal && go test -tags e2ecompose -run TestCompose -count=1 -timeout 30m -v ./...
 
+# The Helm chart (deploy/helm/shoal). Helm is built from its Go module, at the version that
+# deploy/helm/check/go.mod pins; the check is a module of its own, outside go.work and make test.
+HELM_VERSION := $(shell sed -n 's|^\t*helm.sh/helm/v4 \(v[^ ]*\).*|\1|p' deploy/helm/check/go.mod)
+
+helm: $(BIN)/helm ## build bin/helm (Helm v4) from the Go module proxy
+$(BIN)/helm: deploy/helm/check/go.mod
+	@mkdir -p $(BIN)
+	cd deploy/helm/check && GOWORK=off go build -trimpath -ldflags "-X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)" \
+		-o ../../../$(BIN)/helm helm.sh/helm/v4/cmd/helm
+
+helm-check: helm ## helm lint the chart, then helm template it under several values and decode every manifest strictly with the Kubernetes API types
+	$(BIN)/helm lint deploy/helm/shoal
+	$(BIN)/helm lint deploy/helm/shoal --set nats.enabled=false --set externalNats.url=nats://nats:4222 --set keda.enabled=true \
+		--set externalNats.monitoringEndpoint=nats:8222
+	cd deploy/helm/check && GOWORK=off HELM=$(abspath $(BIN)/helm) go test -count=1 -v ./...
+
 tidy: ## go mod tidy in every module
 	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
 
 clean: ## remove build output and local run state
 	rm -rf $(BIN) out .shoal
 
-.PHONY: help build run test lint bench bench-pipeline bench-search chaos images compose-plugin credentials up down e2e-compose tidy clean
+.PHONY: help build run test lint bench bench-pipeline bench-search chaos images compose-plugin credentials up down e2e-compose helm helm-check tidy clean

@@ -220,7 +220,7 @@ func (s *scorer) harnessed(ctx context.Context, box *sandbox.Box, j job, program
 	return v, nil
 }
 
-// warmSpares is how many supervisors a warm zygote keeps on standby: enough for the next
+// warmSpares is how many jobs' processes a warm zygote keeps on standby: enough for the next
 // candidate to find one ready while the last one's replacement is being prepared.
 const warmSpares = 2
 

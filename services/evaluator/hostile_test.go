@@ -57,7 +57,7 @@ func testHostile(t *testing.T, warm bool) {
 		words  []string
 		check  func(t *testing.T, v *verdict, bundleDir string)
 	}{
-		// A busy loop: the wall-clock limit, or RLIMIT_CPU when the supervisor wakes late.
+		// A busy loop: the wall-clock limit, or RLIMIT_CPU when the zygote wakes late.
 		{name: "infinite_loop", timesOut: true, status: []protocol.Status{protocol.StatusTimeout, protocol.StatusFailed}, words: []string{"timed out after 2s", "killed"}},
 		{name: "ignores_sigterm", timesOut: true, status: []protocol.Status{protocol.StatusTimeout, protocol.StatusFailed}, words: []string{"timed out after 2s", "killed"}},
 		{name: "fork_bomb", timesOut: true, status: []protocol.Status{protocol.StatusTimeout}, words: []string{"timed out after 2s"}},

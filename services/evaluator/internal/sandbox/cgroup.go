@@ -57,7 +57,7 @@ var cgroupSeq atomic.Uint64
 type jobCgroup struct{ path string }
 
 // newCgroup creates a cgroup for one job with its memory and process limits; the job's
-// supervisor moves the job into it before the job runs.
+// zygote moves the job into it before the job runs.
 func (l *Launcher) newCgroup(c Command) (*jobCgroup, error) {
 	if l.cgroup == "" {
 		return nil, nil

@@ -1,15 +1,16 @@
 // Package sandbox runs one evaluation under confinement. A Launcher starts zygotes: Python
-// processes (zygote.py) in a network namespace of their own that fork, ahead of each job, a
-// trusted supervisor which forks the job's process as pid 1 of a fresh pid namespace, in a private
-// mount namespace (every mount read-only but the work dir; private /tmp, /dev/shm and
-// /proc), with rlimits (CPU time, file size, address space, processes, no core), a uid of
-// its own, no_new_privs and a clean environment. The supervisor enforces the wall-clock
-// limit; when the job's pid 1 ends the kernel kills every process of its namespace, setsid
-// or not. stdout, stderr and the evaluator's report travel over pipes this package reads
-// with a cap.
+// processes (zygote.py) in network and pid namespaces of their own, moved into a minimal
+// read-only root (the interpreter, system libraries, the bundle and harness; no host homes,
+// state or logs), that fork each job's process as pid 1 of a fresh pid namespace, in a
+// private mount namespace (a size-limited tmpfs for /tmp and the work dir, its own /proc),
+// with rlimits (CPU time, file size, address space, processes, no core), a uid of its own
+// or no capabilities, no_new_privs and a clean environment. The zygote supervises its jobs
+// and enforces the wall-clock limit; when a job's pid 1 ends the kernel kills every process
+// of its namespace, setsid or not. stdout, stderr and the evaluator's report travel over
+// pipes this package reads with a cap.
 //
 // A zygote prepared with an evaluator has imported it once and keeps standby jobs (forked,
-// namespaces made, mount tree prepared), so each job costs handing it over instead of a
+// namespaces made, scratch mounted), so each job costs handing it over instead of a
 // fresh interpreter: that is the warm path. A zygote used for one job is the
 // cold path; both run the same confinement code.
 //
@@ -74,7 +75,7 @@ type Outcome struct {
 	// service's own, when it is not root).
 	PID, UID int
 	// Left is how many processes an evaluation left running when it returned, counted by
-	// the supervisor before they were killed (evaluations only: a command's are not counted).
+	// the zygote before they were killed (evaluations only: a command's are not counted).
 	Left int
 	// OutputLimited is set when the job wrote more than OutputLimitBytes and was killed.
 	OutputLimited bool

@@ -112,7 +112,7 @@ type Prepare struct {
 	// ScratchMB bounds the bytes a job may write to its work dir and /tmp (a tmpfs each job
 	// gets); zero means DefaultScratchMB.
 	ScratchMB int
-	// Spares is how many supervisors wait on standby, namespaces and mount tree prepared,
+	// Spares is how many jobs' processes wait on standby, namespaces and scratch prepared,
 	// so that a job pays only for handing itself over; 0 prepares one when a job comes
 	// (a zygote for one job: the cold path).
 	Spares int
@@ -129,7 +129,7 @@ func (e *ImportError) Error() string { return "evaluator import failed: " + e.Ms
 var ErrZygoteDied = errors.New("sandbox zygote died")
 
 // Zygote is a started zygote. Its methods may be called from many goroutines: jobs run
-// concurrently, each in its own forked supervisor.
+// concurrently, each in its own forked process, which the zygote supervises.
 type Zygote struct {
 	l      *Launcher
 	cmd    *exec.Cmd
@@ -146,7 +146,7 @@ type Zygote struct {
 	readerD chan struct{}
 }
 
-// reply is what a supervisor (or the zygote on start) sends.
+// reply is what the zygote sends, on start and for each job.
 type reply struct {
 	ID        uint64   `json:"id"`
 	Ready     bool     `json:"ready"`
@@ -308,7 +308,7 @@ func (z *Zygote) read() (reply, error) {
 	return r, nil
 }
 
-// readLoop hands each supervisor's reply to its job; when the zygote ends, every pending job
+// readLoop hands each job's reply to its job; when the zygote ends, every pending job
 // learns that it died.
 func (z *Zygote) readLoop() {
 	defer close(z.readerD)
@@ -366,8 +366,8 @@ func (z *Zygote) RSS() int64 {
 	return 0
 }
 
-// Close stops the zygote: it exits when its control socket closes, and its supervisors and
-// their jobs die with it (parent-death signals). A zygote that does not exit is killed.
+// Close stops the zygote: it exits when its control socket closes, and its jobs die with
+// it (parent-death signals, and its pid namespace). A zygote that does not exit is killed.
 func (z *Zygote) Close() error {
 	_ = z.ctl.Close()
 	select {
@@ -415,7 +415,7 @@ const (
 var uidSeq atomic.Uint64
 
 // backstop is how long past its timeout a job's reply may be late before the zygote is
-// taken for hung and killed; the supervisor enforces the timeout itself.
+// taken for hung and killed; the zygote enforces the timeout itself.
 const backstop = 10 * time.Second
 
 // Run runs c in box on the zygote. It returns an error when the job could not run (ctx
@@ -430,8 +430,8 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 	if maxOut <= 0 {
 		maxOut = DefaultMaxOutputBytes
 	}
-	// Pipes 0-2 carry stdout, stderr and the report to us; on pipe 3 we ask the supervisor
-	// to kill the job (the output limit). The job gets the write ends of 0-2, the supervisor
+	// Pipes 0-2 carry stdout, stderr and the report to us; on pipe 3 we ask the zygote
+	// to kill the job (the output limit). The job gets the write ends of 0-2, the zygote
 	// alone the read end of 3.
 	var reads [4]*os.File
 	var writes [4]*os.File
@@ -627,7 +627,7 @@ func memoryLimit(c Command) int {
 }
 
 // outputLimit counts what a job writes to stdout and stderr together and, past max, asks its
-// supervisor (once) to kill it.
+// zygote (once) to kill it.
 type outputLimit struct {
 	max   int64
 	kill  *os.File

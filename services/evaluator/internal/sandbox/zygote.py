@@ -11,33 +11,35 @@ speaks over a SOCK_SEQPACKET socket at FD: one JSON packet per message.
     Go -> zygote   {"id": N, "kind": "exec"|"evaluate", "inputs": [name], ...} with the write
                    ends of three pipes (stdout, stderr, report), the read end of a kill pipe
                    and one descriptor per input file as SCM_RIGHTS
-    supervisor -> Go  {"id": N, "exit": code, "signal": n, "timed_out": bool, "left": n, ...}
+    zygote -> Go   {"id": N, "exit": code, "signal": n, "timed_out": bool, "left": n, ...}
 
 First, in a mount namespace of its own, the zygote builds the minimal root that every job
 sees and moves into it (pivot_root): the interpreter and the system libraries, a few files
 of /etc, a /dev of a few nodes, the --keep directories (bundle, harness), all read-only; the
 host's home, state and log directories do not exist there. With --evaluator it then imports
-the evaluator (and so its heavy modules) once. It keeps --spares supervisors on standby, each
-forked ahead with its namespaces made (a copy of that small tree) and its init's scratch
-mounted, so that a job pays for none of that:
+the evaluator (and so its heavy modules) once. It supervises every job itself, from one
+select loop, and keeps --spares standbys: each a job's process forked ahead as pid 1 of a
+pid namespace of its own, with its mount namespace made (a copy of that small tree), its
+scratch mounted and the generic part of a job's path rehearsed, so that a job pays for none
+of that:
 
-    zygote (in the minimal root) --fork--> supervisor (trusted; never runs candidate code)
-        unshare(mount, pid, ipc namespaces); child subreaper
-        --fork--> init (pid 1 of the new pid namespace)
-            its own /proc; a fresh size-limited tmpfs on /tmp (the work dirs live there, or
-            on one of their own for --root dirs outside /tmp) and /dev/shm; waits for the job
-    job: zygote --> init (the pipes, the inputs) and its supervisor (the kill pipe)
+    zygote (pid 1 of its own pid namespace, in the minimal root; trusted: never runs
+    candidate code) --setns/unshare(pid), fork--> init (pid 1 of a new pid namespace)
+            unshare(mount, ipc); its own /proc; a fresh size-limited tmpfs on /tmp (the work
+            dirs live there, or on one of their own for --root dirs outside /tmp) and
+            /dev/shm; rehearsal; waits for the job
+    job: zygote --> init (the pipes, the inputs); the kill pipe stays with the zygote
             init makes the work dir and copies the inputs (the candidate's program) into it;
             rlimits; clean environment; its own uid (--host-root) or no capabilities (a user
             namespace); no_new_privs; then exec the command, or run evaluate(), write the
-            report, close its pipes and tell the supervisor it is done
-        the supervisor waits for init with the wall-clock limit (SIGKILL past it) or for a
-        kill request from Go (the output limit); when init says it is done, counts the
-        processes it left running, replies, and lets init exit: the kernel then kills every
-        process of the pid namespace, setsid or not
+            report, close its pipes and tell the zygote it is done
+        the zygote watches init's pidfd with the wall-clock limit (SIGKILL past it) and the
+        kill pipe from Go (the output limit); when init says it is done, it counts the
+        processes init left running, replies, and lets init exit: the kernel then kills
+        every process of the pid namespace, setsid or not
 
 The report travels over a pipe whose write end only init and its descendants hold; the
-supervisor's reply, which the candidate cannot reach, carries what the kernel says (exit
+zygote's reply, which the candidate cannot reach, carries what the kernel says (exit
 status, signal, timeout, CPU time) and what it counted. See docs/sandbox.md for what a
 candidate can forge.
 """
@@ -125,8 +127,8 @@ MAX_PACKET = 1 << 20
 MAX_INPUTS = 4
 MAX_FDS = 4 + MAX_INPUTS
 
-# A standby supervisor and its init get ready at this niceness, so that they take the CPU
-# from no job running; each is set back to 0 when it gets its job (which needs root in the
+# A standby gets ready at this niceness, so that it takes the CPU from no job running; it
+# is set back to 0 when it gets its job (which needs root in the
 # host's user namespace: a process cannot lower its niceness otherwise). Set in main.
 BACKGROUND_NICE = 0
 
@@ -219,7 +221,7 @@ def main():
     cfg = Settings(args)
     if cfg.host_root:
         BACKGROUND_NICE = 19
-    # Supervisors are reaped by the kernel; each resets this before forking its init.
+    # Standbys that die before the serve loop are reaped by the kernel; it resets this.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     ready = {"ready": True, "pid": os.getpid(), "missing": []}
     if args.netns:
@@ -228,7 +230,7 @@ def main():
         except OSError as e:
             ready["missing"].append(f"loopback in the network namespace ({e.strerror})")
     if args.cgroup:
-        # Held, so that supervisors place jobs from inside the minimal root.
+        # Held, so that the zygote places jobs in cgroups from inside the minimal root.
         cfg.cgroup_fd = os.open(args.cgroup, os.O_RDONLY | os.O_DIRECTORY)
     # The tree first, the evaluator's import second: the import then sees what jobs see, and
     # no thread it starts stands in the way of unshare.
@@ -726,7 +728,7 @@ def init(chan, state, cfg, pidns, done_w, go_r, placed_r):
     while view:
         view = view[os.write(report, view):]
     # Close our ends of the pipes, so that Go sees them end as soon as nothing the candidate
-    # left holds them; tell the supervisor we are done, so that it counts what the
+    # left holds them; tell the zygote we are done, so that it counts what the
     # evaluation left running and replies; then exit when it lets us go, which kills the
     # rest. Threads or atexit handlers left behind must not hold the result back.
     try:
@@ -890,7 +892,7 @@ def enter_minimal_root(cfg, interpreter, notes):
     the zygote into it: a small tmpfs holding, read-only, the system directories and the
     interpreter's (binds of the host's), a few files of /etc, a /dev of harmless nodes, the
     --keep directories, /proc and /sys; and mount points for the jobs' scratch. Nothing else
-    of the host exists there: not its homes, state dirs or logs. Supervisors copy this tree
+    of the host exists there: not its homes, state dirs or logs. Standbys copy this tree
     (a handful of mounts) into each job's mount namespace."""
     unshare(CLONE_NEWNS)
     cfg.mntns = True
