@@ -83,22 +83,25 @@ func benchEndToEnd(ctx context.Context, log *slog.Logger, shoal, baseline, pytho
 	fmt.Println("|---|---|---|---|---|")
 	budgets := map[string][]hops{}
 	for _, inflight := range []int{3, 12} {
-		for _, bin := range binaries {
-			var rates []float64
-			var walls []float64
-			for i := range repeat {
+		// Each repeat runs every binary in turn, so that they share whatever else the
+		// machine is doing.
+		rates, walls := map[string][]float64{}, map[string][]float64{}
+		for i := range repeat {
+			for _, bin := range binaries {
 				r, err := runUp(ctx, bin, upShape{iterations: evals, concurrency: inflight * 2 / 3, generators: 1}, standin.Config{Slots: 64}, evaluate)
 				if err != nil {
 					return fmt.Errorf("%s, %d in flight, run %d: %w", bin, inflight, i+1, err)
 				}
 				log.Info("run", "binary", bin, "in_flight", inflight, "evals_per_s", fmt.Sprintf("%.1f", r.rate), "wall", r.wall.Round(time.Millisecond), "best", r.best)
 				log.Info("budget", "binary", bin, "in_flight", inflight, "hops", describe(r.budget))
-				rates = append(rates, r.rate)
-				walls = append(walls, r.wall.Seconds())
+				rates[bin] = append(rates[bin], r.rate)
+				walls[bin] = append(walls[bin], r.wall.Seconds())
 				key := fmt.Sprintf("%s|%d", bin, inflight)
 				budgets[key] = append(budgets[key], r.budget...)
 			}
-			fmt.Printf("| %s | %d | %s | %.1f | %.1f |\n", bin, inflight, joinf(rates, "%.1f"), quantile(rates, 0.5), quantile(walls, 0.5))
+		}
+		for _, bin := range binaries {
+			fmt.Printf("| %s | %d | %s | %.1f | %.1f |\n", bin, inflight, joinf(rates[bin], "%.1f"), quantile(rates[bin], 0.5), quantile(walls[bin], 0.5))
 		}
 	}
 	for _, inflight := range []int{3, 12} {
