@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -44,4 +45,11 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// envInt is the integer in the environment variable key, or 0 when it is unset or not a
+// number (the flag's own parsing then reports a bad value given on the command line).
+func envInt(key string) int {
+	n, _ := strconv.Atoi(os.Getenv(key))
+	return n
 }

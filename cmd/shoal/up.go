@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,7 @@ type upOptions struct {
 	logLevel                   string
 	gpus, host                 string
 	pprof                      string
+	evalConcurrency            int
 	profiles                   string // the generator's launch profiles file
 	example                    string // an embedded example to evolve (examples.Names)
 	// replicaID names a planner or archive replica; empty takes the service's default
@@ -96,6 +98,7 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "level of the log file (debug, info, warn, error)")
 	f.StringVar(&o.gpus, "gpus", os.Getenv("SHOAL_GPUS"), `GPUs for launch models: empty discovers them with NVML; "4x11GiB" declares them; "none" has none (env SHOAL_GPUS)`)
 	f.StringVar(&o.host, "host", os.Getenv("SHOAL_HOST"), "host name in the GPU lease bucket (default: the hostname; env SHOAL_HOST)")
+	f.IntVar(&o.evalConcurrency, "eval-concurrency", envInt("SHOAL_EVAL_CONCURRENCY"), "candidates the evaluator runs at once; 0: one per CPU (env SHOAL_EVAL_CONCURRENCY)")
 	f.StringVar(&o.pprof, "pprof", os.Getenv("SHOAL_PPROF"), "serve Go's profiles (CPU, blocking, mutex) on this address, e.g. 127.0.0.1:6060 (env SHOAL_PPROF)")
 	f.StringVar(&o.profiles, "profiles", os.Getenv("SHOAL_PROFILES"), "YAML file of the model-server profiles the generator may launch; run configs name one (env SHOAL_PROFILES)")
 	return cmd
@@ -103,6 +106,14 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 
 func up(cmd *cobra.Command, dir string, o upOptions) error {
 	ctx := cmd.Context()
+	if v := os.Getenv("SHOAL_EVAL_CONCURRENCY"); v != "" && !cmd.Flags().Changed("eval-concurrency") {
+		if _, err := strconv.Atoi(v); err != nil {
+			return fmt.Errorf("SHOAL_EVAL_CONCURRENCY=%q: want a number of candidates", v)
+		}
+	}
+	if o.evalConcurrency < 0 {
+		return fmt.Errorf("--eval-concurrency %d: want 0 (one per CPU) or more", o.evalConcurrency)
+	}
 	services := allServices
 	if len(o.only) > 0 {
 		for _, s := range o.only {
@@ -243,7 +254,7 @@ func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logg
 		}
 		return s.Run, nil
 	case "evaluator":
-		s, err := evaluator.New(evaluator.Config{Names: names, Python: os.Getenv("SHOAL_PYTHON")}, nc, log)
+		s, err := evaluator.New(evaluator.Config{Names: names, Python: os.Getenv("SHOAL_PYTHON"), Concurrency: o.evalConcurrency}, nc, log)
 		if err != nil {
 			return nil, err
 		}
