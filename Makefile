@@ -87,8 +87,8 @@ up: images compose-plugin credentials ## docker compose up: NATS with JetStream 
 down: compose-plugin ## docker compose down (the JetStream volume stays; `$(COMPOSE) down -v` removes it)
 	$(COMPOSE) down
 
-e2e-compose: images compose-plugin build ## end to end on docker compose: up, scale generators, seed from the host, wait for the run, check, down
-	cd cmd/shoal && go test -tags e2ecompose -run TestCompose -count=1 -timeout 30m -v ./...
+e2e-compose: images compose-plugin build ## end to end on docker compose: up, scale generators, seed from the host, wait for the run, check, down; then the NATS cluster, its RESULTS leader stopped mid-run, RESULTS audited
+	cd cmd/shoal && go test -tags e2ecompose -run 'TestCompose$$|TestComposeClusterFailover' -count=1 -timeout 30m -v ./...
 
 # The Helm chart (deploy/helm/shoal). Helm is built from its Go module, at the version that
 # deploy/helm/check/go.mod pins; the check is a module of its own, outside go.work and make test.

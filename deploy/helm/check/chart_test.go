@@ -191,11 +191,11 @@ func TestNATSUsers(t *testing.T) {
 			from.ValueFrom.SecretKeyRef == nil || from.ValueFrom.SecretKeyRef.Key != strings.ToLower(role) {
 			t.Errorf("nats.container.env.%s: got %s (%v), want valueFrom the Secret's key %s", key, values.NATS.Container.Env[key], err, strings.ToLower(role))
 		}
-		var got string
-		if err := json.Unmarshal(values.NATS.Container.Env[v[1]], &got); err != nil {
+		var quoted corev1.EnvVar
+		if err := json.Unmarshal(values.NATS.Container.Env[v[1]], &quoted); err != nil {
 			t.Errorf("nats.container.env.%s: %v", v[1], err)
 		}
-		if want := `"$(` + key + `)"`; got != want {
+		if got, want := quoted.Value, `"$(`+key+`)"`; got != want {
 			t.Errorf("nats.container.env.%s: got %q, want %q (quoted, so that nats-server reads a string)", v[1], got, want)
 		}
 		// Kubernetes expands $(VAR) only from variables listed before; the NATS chart lists env by name.
