@@ -64,6 +64,7 @@ images: ## build the nats, planner, generator, evaluator, archive and shoal imag
 		CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(IMAGE_BIN)/$$s ./services/$$s/cmd/$$s || exit 1; done
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(IMAGE_BIN)/shoal ./cmd/shoal
 	CGO_ENABLED=1 CGO_CFLAGS=-Wno-deprecated-declarations go build -trimpath -ldflags "$(LDFLAGS)" -o $(IMAGE_BIN)/generator ./services/generator/cmd/generator
+	CGO_ENABLED=0 go build -trimpath -o $(IMAGE_BIN)/standin ./deploy/standin/cmd/standin
 	cd pkg && CGO_ENABLED=0 go build -trimpath -o ../$(IMAGE_BIN)/nats-server github.com/nats-io/nats-server/v2
 	printf 'FROM $(BASE_IMAGE)\nCOPY . /out/\n' | docker build -q -t shoal/build:local -f - $(IMAGE_BIN) >/dev/null
 	@for i in nats planner generator evaluator archive shoal; do \

@@ -19,16 +19,23 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shoal-run/shoal/pkg/gpu"
+	"github.com/shoal-run/shoal/pkg/gpu/lease"
 	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runs"
 )
 
 // TestCompose runs the deployment of compose.yaml as the README's "docker compose" section
-// shows it, from the images `make images` built: up with two generators, a run seeded from the
-// host with `shoal seed`, a program added with a plain NATS publish as the seeder, the run to
-// its budget with a better best than its seed, and down with nothing left behind. Each step
-// prints its outcome and time. `make e2e-compose` runs it; it is not part of `make test`.
+// shows it, from the images `make images` built, and prints each step's outcome and time:
+// up with one generator; a run seeded from the host with `shoal seed` and a program added with
+// a plain NATS publish as the seeder; the run to its budget with a better best than its seed;
+// then up with 4 generators, the same run shape again (results/s with 1 and 4 generators), and
+// a run whose model the generators launch (deploy/compose/launch.yaml, the `standin` profile
+// of deploy/compose/profiles.yaml: a 12.5 GiB Q8 variant on 2 cards or a Q4 one on 1, on the
+// declared 4×11 GiB inventory), where all 4 replicas must hold Q4 on one card each, as
+// `shoal leases` shows; and down with nothing left behind. `make e2e-compose` runs it; it is
+// not part of `make test`.
 func TestCompose(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -96,19 +103,24 @@ func TestCompose(t *testing.T) {
 		step("docker compose down -v: no container, network or volume left")
 	})
 
-	compose("up", "-d", "--wait", "--scale", "generator=2")
+	upAt := time.Now()
+	compose("up", "-d", "--wait")
 	ps := compose("ps", "--format", "{{.Service}} {{.Health}}")
-	step("docker compose up -d --wait --scale generator=2:\n%s", ps)
-	if n := strings.Count(ps, "generator healthy"); n != 2 {
-		t.Fatalf("%d healthy generators, want 2", n)
+	step("step 1: docker compose up -d --wait (images from make images) in %.1fs:\n%s", time.Since(upAt).Seconds(), ps)
+	if n := strings.Count(ps, "generator healthy"); n != 1 {
+		t.Fatalf("%d healthy generators, want 1", n)
 	}
 
 	ex := filepath.Join(root, "examples", "function_minimization")
-	const runID, iterations = "compose-e2e", 120
-	out := run(shoal, "seed", "--run", runID, "--config", filepath.Join(ex, "config.yaml"),
-		"--evaluator", filepath.Join(ex, "evaluator.py"), "--iterations", strconv.Itoa(iterations),
-		filepath.Join(ex, "initial_program.py"))
-	step("shoal seed: %s", strings.TrimSpace(out))
+	const runID, iterations = "demo", 120
+	seed := func(run, config string, extra ...string) {
+		t.Helper()
+		args := append([]string{"seed", "--run", run, "--config", config}, extra...)
+		args = append(args, "--evaluator", filepath.Join(ex, "evaluator.py"), "--iterations", strconv.Itoa(iterations),
+			filepath.Join(ex, "initial_program.py"))
+		step("shoal seed --run %s: %s", run, strings.TrimSpace(run1(t, root, env, shoal, args...)))
+	}
+	seed(runID, filepath.Join(ex, "config.yaml"))
 
 	// A plain NATS publish, as `nats --user seeder pub shoal.seed.RUN < program.py` does.
 	pw, err := natsauth.ReadPassword(filepath.Join(envValue(env, "SHOAL_STATE_DIR"), "credentials"), natsauth.Seeder)
@@ -139,7 +151,7 @@ func TestCompose(t *testing.T) {
 		if err := json.Unmarshal(msg.Data, &ev); err != nil {
 			t.Fatal(err)
 		}
-		step("plain NATS publish as seeder to %s: the archive took it (%s)", names.Seed(runID), ev.Message)
+		step("step 2: plain NATS publish as seeder to %s: the archive took it (%s)", names.Seed(runID), ev.Message)
 	}
 
 	apw, err := natsauth.ReadPassword(filepath.Join(envValue(env, "SHOAL_STATE_DIR"), "credentials"), natsauth.Admin)
@@ -161,36 +173,45 @@ func TestCompose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st *protocol.RunState
-	var firstResult time.Duration
-	seeded := time.Now()
-	for {
-		ps, err := store.Planner(ctx, runID)
-		if err != nil && ctx.Err() != nil {
-			t.Fatalf("run %s not done within 15 min: %v", runID, err)
-		}
-		if s, err := store.State(ctx, runID); err == nil {
-			st = s
-			if firstResult == 0 && s.Iterations > 0 {
-				firstResult = time.Since(seeded)
-				step("first generated candidate folded %.1fs after seeding", firstResult.Seconds())
+	// wait polls run until it is done, and returns its state, the time from seeded to its
+	// first folded result, and results/s from seeded to done.
+	wait := func(run string, seeded time.Time, firstResult func(time.Duration)) (*protocol.RunState, float64) {
+		t.Helper()
+		var st *protocol.RunState
+		first := false
+		for {
+			ps, err := store.Planner(ctx, run)
+			if err != nil && ctx.Err() != nil {
+				t.Fatalf("run %s not done within 15 min: %v", run, err)
 			}
-		}
-		if ps != nil && (ps.Status == protocol.RunDone || ps.Status == protocol.RunFailed) {
-			if ps.Status == protocol.RunFailed {
-				t.Fatalf("run failed: %s", ps.StopReason)
+			if s, err := store.State(ctx, run); err == nil {
+				st = s
+				if !first && s.Iterations > 0 {
+					first = true
+					if firstResult != nil {
+						firstResult(time.Since(seeded))
+					}
+				}
 			}
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("run %s not done within 15 min (state %+v)", runID, st)
-		case <-time.After(time.Second):
+			if ps != nil && (ps.Status == protocol.RunDone || ps.Status == protocol.RunFailed) {
+				if ps.Status == protocol.RunFailed {
+					t.Fatalf("run %s failed: %s", run, ps.StopReason)
+				}
+				return st, float64(st.Iterations) / time.Since(seeded).Seconds()
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("run %s not done within 15 min (state %+v)", run, st)
+			case <-time.After(250 * time.Millisecond):
+			}
 		}
 	}
-	elapsed := time.Since(seeded)
-	step("run done in %.1fs: %d iterations (%.1f/s), %d seeds, %d failed, best %.4f from seed %.4f",
-		elapsed.Seconds(), st.Iterations, float64(st.Iterations)/elapsed.Seconds(), st.Seeds, st.Failed, st.BestScore, st.SeedScore)
+	seeded := time.Now()
+	st, rate1 := wait(runID, seeded, func(d time.Duration) {
+		step("first result folded %.1fs after seeding, %.1fs after docker compose up began", d.Seconds(), time.Since(upAt).Seconds())
+	})
+	step("step 3: run %s done with 1 generator in %.1fs: %d iterations (%.1f results/s), %d seeds, %d failed, best %.4f from seed %.4f",
+		runID, time.Since(seeded).Seconds(), st.Iterations, rate1, st.Seeds, st.Failed, st.BestScore, st.SeedScore)
 	if st.Iterations < iterations {
 		t.Errorf("iterations = %d, want ≥ %d", st.Iterations, iterations)
 	}
@@ -199,14 +220,92 @@ func TestCompose(t *testing.T) {
 	}
 	if !(st.BestScore > st.SeedScore) {
 		t.Errorf("best %.4f did not improve on the seed's %.4f", st.BestScore, st.SeedScore)
+	} else {
+		step("step 3: the best score improved: %.4f -> %.4f", st.SeedScore, st.BestScore)
 	}
+	step("shoal status:\n%s", run(shoal, "status"))
+
+	// Step 4: scale to 4 generators. The same run shape again, then a run that launches a
+	// 12.5 GiB model (Q8 on 2 cards, or Q4 on one) on the declared 4×11 GiB inventory.
+	upAt4 := time.Now()
+	compose("up", "-d", "--wait", "--scale", "generator=4")
+	ps = compose("ps", "--format", "{{.Service}} {{.Health}}")
+	step("step 4: docker compose up -d --wait --scale generator=4 in %.1fs:\n%s", time.Since(upAt4).Seconds(), ps)
+	if n := strings.Count(ps, "generator healthy"); n != 4 {
+		t.Fatalf("%d healthy generators, want 4", n)
+	}
+	const runID4 = "demo-4"
+	seed(runID4, filepath.Join(ex, "config.yaml"))
+	seeded = time.Now()
+	st4, rate4 := wait(runID4, seeded, nil)
+	step("step 4: run %s done with 4 generators in %.1fs: %d iterations (%.1f results/s; 1 generator: %.1f), best %.4f from seed %.4f",
+		runID4, time.Since(seeded).Seconds(), st4.Iterations, rate4, rate1, st4.BestScore, st4.SeedScore)
+
+	const launchID = "launch"
+	seed(launchID, filepath.Join(root, "deploy", "compose", "launch.yaml"),
+		"--profiles", filepath.Join(root, "deploy", "compose", "profiles.yaml"))
+	seeded = time.Now()
+	leases, err := js.KeyValue(ctx, names.GPULeasesBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []gpu.Allocation
+	for deadline := time.Now().Add(3 * time.Minute); ; {
+		if led, err := lease.Read(ctx, leases, "compose"); err == nil {
+			live = live[:0]
+			for _, a := range led.Live(time.Now()) {
+				if a.State == gpu.LeaseReady {
+					live = append(live, a)
+				}
+			}
+			if len(live) == 4 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 3 min, %d ready leases on host compose, want 4: %+v\n%s", len(live), live, run(shoal, "leases"))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	step("step 4: 4 model servers ready %.1fs after seeding; shoal leases:\n%s", time.Since(seeded).Seconds(), run(shoal, "leases"))
+	cards := map[string]string{}
+	for _, a := range live {
+		if a.Model != "coder-12b" || a.Variant != "q4" || len(a.Shares) != 1 {
+			t.Errorf("lease of %s: %s/%s on %d cards; want coder-12b/q4 on one card (Q8 fits only 2 of 4 replicas)",
+				a.Holder, a.Model, a.Variant, len(a.Shares))
+		}
+		for _, s := range a.Shares {
+			if h, dup := cards[s.UUID]; dup {
+				t.Errorf("card %s leased to %s and %s", s.UUID, h, a.Holder)
+			}
+			cards[s.UUID] = a.Holder
+		}
+	}
+	if !t.Failed() {
+		step("step 4: placement follows the config: Q8 (2 cards each) fits 2 of 4 replicas, so all 4 hold Q4 on one card each")
+	}
+	stl, ratel := wait(launchID, seeded, nil)
+	step("step 4: run %s (stand-in model servers on 4 generators) done in %.1fs: %d iterations (%.1f results/s), best %.4f from seed %.4f",
+		launchID, time.Since(seeded).Seconds(), stl.Iterations, ratel, stl.BestScore, stl.SeedScore)
+
 	best := filepath.Join(t.TempDir(), "best.py")
 	run(shoal, "best", "--run", runID, "-o", best)
 	if b, err := os.ReadFile(best); err != nil || len(b) == 0 {
 		t.Errorf("shoal best wrote %d bytes: %v", len(b), err)
 	}
-	step("shoal best -o: the best program written")
-	step("shoal status:\n%s", run(shoal, "status"))
+	step("shoal best --run %s -o: the best program written", runID)
+}
+
+// run1 runs name with args in dir under env and returns its output; it fails t on an error.
+func run1(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir, cmd.Env = dir, env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }
 
 func envValue(env []string, key string) string {
