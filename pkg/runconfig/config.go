@@ -199,9 +199,14 @@ type Evaluator struct {
 	ParallelEvaluations int
 	UseLLMFeedback      bool
 	EnableArtifacts     bool
-	// MemoryLimitMB and CPULimit bound one evaluation; 0 means no limit.
+	// MemoryLimitMB and CPULimit bound one evaluation; 0 means the evaluator service's
+	// default (2 GiB of memory unless its operator set another; no CPU limit).
 	MemoryLimitMB int
 	CPULimit      float64
+	// WorkDirLimitMB bounds the bytes one evaluation may write to its work dir and /tmp
+	// together; 0 means the evaluator service's default (256 MiB unless its operator set
+	// another).
+	WorkDirLimitMB int
 
 	// File is the evaluator's entry file inside the bundle.
 	File string

@@ -320,6 +320,7 @@ func TestParseInvalid(t *testing.T) {
 		{"file outside bundle", "evaluator: {file: ../evaluator.py}", `evaluator.file: "../evaluator.py" is not a relative path inside the bundle`},
 		{"file absolute", "evaluator: {file: /etc/passwd}", `evaluator.file: "/etc/passwd" is not a relative path inside the bundle`},
 		{"memory", "evaluator: {memory_limit_mb: -1}", "evaluator.memory_limit_mb: -1 is less than the minimum, 0"},
+		{"work dir", "evaluator: {work_dir_limit_mb: -5}", "evaluator.work_dir_limit_mb: -5 is less than the minimum, 0"},
 		{"cpu", "evaluator: {cpu_limit: -0.5}", "evaluator.cpu_limit: -0.5 is less than the minimum, 0"},
 		{"parallel", "evaluator: {parallel_evaluations: 0}", "evaluator.parallel_evaluations: 0 is less than the minimum, 1"},
 		{"merge of a string", "llm: {<<: x}", "llm.<<: got the string \"x\", want a mapping or a list of mappings to merge"},

@@ -310,6 +310,7 @@ func evaluatorSchema(e *Evaluator) schema {
 			{name: "enable_artifacts", set: boolTo(&e.EnableArtifacts)},
 			{name: "memory_limit_mb", set: intTo(&e.MemoryLimitMB)},
 			{name: "cpu_limit", set: floatTo(&e.CPULimit)},
+			{name: "work_dir_limit_mb", set: intTo(&e.WorkDirLimitMB)},
 			{name: "file", set: stringTo(&e.File)},
 			{name: "command", set: stringsTo(&e.Command)},
 		},

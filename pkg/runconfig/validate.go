@@ -96,6 +96,7 @@ func (c *Config) problems() []*FieldError {
 	v.atLeast("evaluator.parallel_evaluations", int64(e.ParallelEvaluations), 1)
 	v.atLeast("evaluator.memory_limit_mb", int64(e.MemoryLimitMB), 0)
 	v.atLeastFloat("evaluator.cpu_limit", e.CPULimit, 0)
+	v.atLeast("evaluator.work_dir_limit_mb", int64(e.WorkDirLimitMB), 0)
 	if !filepath.IsLocal(e.File) {
 		v.add("evaluator.file", "%q is not a relative path inside the bundle", e.File)
 	}

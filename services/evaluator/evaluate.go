@@ -163,7 +163,8 @@ func (s *scorer) harnessed(ctx context.Context, box *sandbox.Box, j job, program
 	}
 	prep := &sandbox.Prepare{
 		HarnessDir: s.harness.Dir, Evaluator: evalPath, Env: s.harness.Env(),
-		ReadOnly: []string{j.bundleDir, s.harness.Dir},
+		ReadOnly:  []string{j.bundleDir, s.harness.Dir},
+		ScratchMB: s.workDirLimit(ev.WorkDirLimitMB),
 	}
 	out, err := s.run(ctx, prep, box, sandbox.Command{
 		Program: program, Cascade: ev.CascadeEvaluation, Thresholds: ev.CascadeThresholds,
@@ -231,7 +232,9 @@ const warmSpares = 2
 func (s *scorer) run(ctx context.Context, prep *sandbox.Prepare, box *sandbox.Box, c sandbox.Command) (*sandbox.Outcome, error) {
 	p := *prep
 	p.Roots = []string{s.workRoot}
-	p.ScratchMB = s.scratchMB
+	if p.ScratchMB == 0 {
+		p.ScratchMB = s.scratchMB
+	}
 	if s.warm != nil {
 		p.Spares = warmSpares
 	}
@@ -242,10 +245,12 @@ func (s *scorer) run(ctx context.Context, prep *sandbox.Prepare, box *sandbox.Bo
 		if s.warm != nil {
 			// One zygote per evaluator, or per bundle for commands: its tree holds that
 			// bundle and no other run's.
+			// The work dir limit is the zygote's too: runs that differ in it get their own.
 			key := prep.Evaluator
 			if key == "" {
 				key = "command:" + strings.Join(prep.ReadOnly, ":")
 			}
+			key += "|scratch=" + strconv.Itoa(prep.ScratchMB)
 			var z *sandbox.Zygote
 			var release func()
 			z, release, err = s.warm.get(ctx, key, prep)
@@ -274,7 +279,7 @@ func (s *scorer) run(ctx context.Context, prep *sandbox.Prepare, box *sandbox.Bo
 // command runs a language-agnostic evaluator: any command that prints a JSON object of metrics.
 func (s *scorer) command(ctx context.Context, box *sandbox.Box, j job, program string, timeout time.Duration) (*verdict, error) {
 	ev := j.cfg.Evaluator
-	prep := &sandbox.Prepare{}
+	prep := &sandbox.Prepare{ScratchMB: s.workDirLimit(ev.WorkDirLimitMB)}
 	if j.bundleDir != "" {
 		prep.ReadOnly = []string{j.bundleDir}
 	}
@@ -524,6 +529,15 @@ func (s *scorer) memoryLimit(run int) int {
 		return run
 	}
 	return s.memoryLimitMB
+}
+
+// workDirLimit is a run's work dir limit: its own evaluator.work_dir_limit_mb when set, else
+// the service's default.
+func (s *scorer) workDirLimit(run int) int {
+	if run > 0 {
+		return run
+	}
+	return s.scratchMB
 }
 
 func failed(reason string) *verdict {

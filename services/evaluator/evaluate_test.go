@@ -258,6 +258,29 @@ func TestScore(t *testing.T) {
 			reason: "MemoryError",
 		},
 		{
+			name:   "the run's work dir limit bounds what a candidate writes",
+			bundle: "basic",
+			code: "def run():\n" +
+				"    with open('fill', 'wb') as f:\n" +
+				"        for _ in range(40):\n" +
+				"            f.write(b'x' * (1 << 20))\n" +
+				"    return 1.0\n",
+			config: func(e *runconfig.Evaluator) { e.WorkDirLimitMB = 16 },
+			status: protocol.StatusFailed,
+			reason: "No space left on device",
+		},
+		{
+			name:   "the same write fits the default work dir limit",
+			bundle: "basic",
+			code: "def run():\n" +
+				"    with open('fill', 'wb') as f:\n" +
+				"        for _ in range(40):\n" +
+				"            f.write(b'x' * (1 << 20))\n" +
+				"    return 1.0\n",
+			status:  protocol.StatusOK,
+			metrics: map[string]float64{"combined_score": 1},
+		},
+		{
 			name:   "candidate exits the interpreter",
 			bundle: "basic",
 			code:   "import os\ndef run():\n    os._exit(3)\n",
