@@ -12,6 +12,17 @@ SUITE=${SUITE:-bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 mkdir -p "$CACHE"
 
+# debootstrap is the one tool this needs beyond Docker; a fresh Debian host has none.
+if ! command -v debootstrap >/dev/null 2>&1; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "== apt-get install debootstrap"
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+	else
+		echo "base-images.sh: debootstrap is missing; install it (apt-get install debootstrap) and run again as root" >&2
+		exit 1
+	fi
+fi
+
 rootfs() { # tarball: debootstrap a minimal Debian into a fresh dir, with extra packages
 	tar=$1
 	shift

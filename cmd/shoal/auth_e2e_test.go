@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -164,7 +163,7 @@ func startUpWith(t *testing.T, state, listen string, clientArgs []string, extra 
 
 // runShoal runs the CLI in-process and returns what it printed.
 func runShoal(args ...string) (string, error) {
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd := rootCmd()
 	cmd.SetArgs(args)
 	cmd.SetOut(&out)

@@ -116,7 +116,7 @@ func TestUpRunsAnOpenEvolveProblem(t *testing.T) {
 	model := startStandIn(t)
 	dir := openEvolveProblem(t, model.srv.URL+"/v1")
 	out := filepath.Join(t.TempDir(), "out")
-	var stderr bytes.Buffer
+	var stderr syncBuffer // up's log, its progress and its events write at once, as to a terminal
 	cmd := rootCmd()
 	cmd.SetArgs([]string{"up", "--listen", "127.0.0.1:0", "--state-dir", t.TempDir(), "--gpus", "none",
 		"--config", filepath.Join(dir, "config.yaml"), "--evaluator", filepath.Join(dir, "evaluator.py"),
