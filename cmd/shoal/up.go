@@ -93,7 +93,7 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.Int64Var(&o.iterations, "iterations", 0, "override max_iterations")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:4222", "address of the embedded NATS server (port 0 picks one)")
 	f.BoolVar(&o.fresh, "fresh", false, "delete the embedded server's stored streams before starting")
-	f.BoolVar(&o.noSeed, "no-seed", false, "start the services only; seed later with `shoal seed`")
+	f.BoolVar(&o.noSeed, "no-seed", false, "start the services only and serve until interrupted; seed later with 'shoal seed'")
 	f.StringSliceVar(&o.only, "only", nil, "run only these services (planner,generator,evaluator,archive)")
 	f.StringVar(&o.logLevel, "log-level", "info", "level of the log file (debug, info, warn, error)")
 	f.StringVar(&o.gpus, "gpus", os.Getenv("SHOAL_GPUS"), `GPUs for launch models: empty discovers them with NVML; "4x11GiB" declares them; "none" has none (env SHOAL_GPUS)`)
