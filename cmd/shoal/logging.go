@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 )
 
 // openLog returns a logger that writes JSON at level to a file and warnings and errors as
@@ -48,4 +49,17 @@ func (h shownElsewhere) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h shownElsewhere) WithGroup(name string) slog.Handler {
 	return shownElsewhere{h.Handler.WithGroup(name)}
+}
+
+// syncWriter serializes writes to the terminal, which up's progress view, its event printer
+// (a NATS callback) and every service's log handler share: a line is never cut by another.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

@@ -103,7 +103,8 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 }
 
 func up(cmd *cobra.Command, dir string, o upOptions) error {
-	ctx, w := cmd.Context(), cmd.ErrOrStderr()
+	ctx, term := cmd.Context(), cmd.ErrOrStderr()
+	w := &syncWriter{w: term}
 	if v := os.Getenv("SHOAL_EVAL_CONCURRENCY"); v != "" && !cmd.Flags().Changed("eval-concurrency") {
 		if _, err := strconv.Atoi(v); err != nil {
 			return fmt.Errorf("SHOAL_EVAL_CONCURRENCY=%q: want a number of candidates", v)
@@ -207,7 +208,7 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 	fmt.Fprintf(w, "seeded run %s from %s\n", run, p.program)
 	unwatch := printEvents(nc, names, run, w)
 	defer unwatch()
-	outcome, runErr := watchRun(g.ctx, c, run, w, newWatchView(w, 5*time.Second))
+	outcome, runErr := watchRun(g.ctx, c, run, w, newWatchView(term, 5*time.Second))
 	if outcome == watchInterrupted {
 		if first := g.stop(); first != nil {
 			return first

@@ -29,8 +29,9 @@ type watchView struct {
 	poll time.Duration
 }
 
-func newWatchView(w io.Writer, every time.Duration) watchView {
-	f, ok := w.(*os.File)
+// newWatchView is the view for out: a bar when it is a terminal.
+func newWatchView(out io.Writer, every time.Duration) watchView {
+	f, ok := out.(*os.File)
 	return watchView{tty: ok && term.IsTerminal(int(f.Fd())), every: every, poll: 250 * time.Millisecond}
 }
 
