@@ -55,7 +55,9 @@ func upCmd() *cobra.Command {
 		Short: "Run NATS and the four services in one process, seed a problem and evolve it",
 		Long: `up starts an embedded NATS server with JetStream (or joins --nats-url), runs the planner,
 generator, evaluator and archive (or only those named by --only), seeds the problem and shows
-progress until the run's budget is spent. With no problem it evolves the embedded
+its progress (the view of shoal watch) until the run ends: it exits 0 when the run is done,
+non-zero with the reason when it failed. With --stay it keeps serving after the run, so other
+terminals can still talk to it, until interrupted. With no problem it evolves the embedded
 function_minimization example with the mutate backend.
 
 A problem is OpenEvolve's layout: a directory with config.yaml, evaluator.py and
