@@ -77,6 +77,17 @@ func TestCommandsOnUnknownAndFinishedRuns(t *testing.T) {
 	if out := s.shoal("run", "extend", "fin", "--iterations", "2"); !strings.Contains(out, "budget: 6 iterations") {
 		t.Errorf("extend of a done run printed %q", out)
 	}
+	s.waitDone("fin", time.Minute)
+
+	// shoal watch with no run: of several active runs (paused ones count), the latest started.
+	for _, run := range []string{"act-a", "act-b"} {
+		s.seed(run, exampleDir(t), fmt.Sprintf(mutateConfig, 1000))
+		s.shoal("run", "pause", run)
+	}
+	run, why, err := s.client.activeRun(context.Background())
+	if err != nil || run != "act-b" || why != "the latest started of 2 active runs (also act-a)" {
+		t.Errorf("activeRun = %q, %q, %v; want act-b, the latest started of 2", run, why, err)
+	}
 }
 
 // TestWatchFollowsARunToItsEnd: `shoal watch` with no run picks the only active one and says
