@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -122,13 +123,15 @@ func TestWatchFollowsARunToItsEnd(t *testing.T) {
 	t.Logf("shoal watch printed:\n%s", got)
 	for _, want := range []string{
 		"watching run w1, the only active run\n",
-		"w1: 0/40 evaluations (0%)",
 		" · paused · best ",
 		"run w1 done (max_iterations (40) reached): 40 iterations, ",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("shoal watch did not print %q", want)
 		}
+	}
+	if !regexp.MustCompile(`(?m)^w1: [0-9]+/40 evaluations \([0-9]+%\) · `).MatchString(got) {
+		t.Errorf("shoal watch printed no count against the budget")
 	}
 	if strings.Contains(got, "\r") {
 		t.Errorf("shoal watch redrew a bar into a pipe")

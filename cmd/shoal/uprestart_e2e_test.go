@@ -42,10 +42,8 @@ func TestUpRestartWarnsOfNoMissingArchive(t *testing.T) {
 			t.Fatalf("up after %s: %v\n%s", after, err, out.String())
 		}
 		printed = append(printed, out.String())
-		for _, bad := range []string{"no responders", "plan run"} {
-			if strings.Contains(out.String(), bad) {
-				t.Errorf("up after %s printed %q:\n%s", after, bad, out.String())
-			}
+		if strings.Contains(out.String(), "no responders") {
+			t.Errorf("up after %s warned that no archive answered:\n%s", after, out.String())
 		}
 	}
 	t.Logf("up printed:\n%s", strings.Join(printed, "\n---- restarted ----\n"))
