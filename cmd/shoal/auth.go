@@ -21,7 +21,7 @@ func credentialsDir(stateDir string) string { return filepath.Join(stateDir, "cr
 // variable) on every command.
 func addAuthFlags(root *cobra.Command) {
 	root.PersistentFlags().String("state-dir", envOr("SHOAL_STATE_DIR", ".shoal"),
-		"JetStream storage, credentials, logs and extracted examples of `up`; other commands find the credentials there (env SHOAL_STATE_DIR)")
+		"JetStream storage, credentials, logs and extracted examples of up; other commands find the credentials there (env SHOAL_STATE_DIR)")
 	var a natsx.Auth
 	gfs := flag.NewFlagSet("auth", flag.ContinueOnError)
 	a.AddFlags(gfs, "")

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/shoal-run/shoal/pkg/runs"
 )
 
 func bestCmd() *cobra.Command {
@@ -22,7 +25,17 @@ func bestCmd() *cobra.Command {
 			if run, err = c.pickRun(ctx, run); err != nil {
 				return err
 			}
+			if _, err := c.spec(ctx, run); err != nil {
+				return err
+			}
 			b, err := c.runs.Best(ctx, run)
+			if errors.Is(err, runs.ErrUnknownRun) {
+				status := "seeded"
+				if pst, perr := c.runs.Planner(ctx, run); perr == nil && pst.Status != "" {
+					status = string(pst.Status)
+				}
+				return fmt.Errorf("run %s has no evaluated program yet (it is %s; shoal status --run %s says more)", run, status, run)
+			}
 			if err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -90,6 +91,23 @@ func newClient(ctx context.Context, nc *nats.Conn, names protocol.Names) (*clien
 }
 
 func (c *client) close() { _ = c.nc.Drain() }
+
+// spec returns run's spec, or errNoSuchRun naming the runs there are when it was never
+// seeded: a typo must not read as a run that has no program yet.
+func (c *client) spec(ctx context.Context, run string) (*runs.Spec, error) {
+	spec, err := c.runs.Spec(ctx, run)
+	if !errors.Is(err, runs.ErrUnknownRun) {
+		return spec, err
+	}
+	ids, lerr := c.runs.List(ctx)
+	switch {
+	case lerr != nil:
+		return nil, fmt.Errorf("%w: %s", errNoSuchRun, run)
+	case len(ids) == 0:
+		return nil, fmt.Errorf("%w: %s (there are no runs yet: start one with shoal up or shoal seed)", errNoSuchRun, run)
+	}
+	return nil, fmt.Errorf("%w: %s (runs: %s)", errNoSuchRun, run, strings.Join(ids, ", "))
+}
 
 // pickRun returns run, or the only run there is when run is empty.
 func (c *client) pickRun(ctx context.Context, run string) (string, error) {

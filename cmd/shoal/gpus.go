@@ -33,7 +33,9 @@ func gpusCmd() *cobra.Command {
 			case spec == "":
 				inv, err = gpu.Discover(host)
 				if errors.Is(err, gpu.ErrNoNVML) {
-					return fmt.Errorf("%w: declare the GPUs with --gpus (e.g. --gpus 4x11GiB)", err)
+					// A machine without GPUs is a fine answer, not a failure: the mutate
+					// backend and remote models need none.
+					inv, err = gpu.Inventory{Host: host, GPUs: []gpu.GPU{}, Source: "nvml"}, nil
 				}
 			case strings.ContainsAny(spec, "/\\") || strings.HasSuffix(spec, ".json") || strings.HasSuffix(spec, ".yaml"):
 				inv, err = gpu.LoadInventoryFile(spec)
@@ -47,6 +49,11 @@ func gpusCmd() *cobra.Command {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				return enc.Encode(inv)
+			}
+			if len(inv.GPUs) == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "host %s has no GPUs that NVML sees; "+
+					"runs with the mutate backend or a remote model need none, and --gpus 4x11GiB declares cards NVML cannot see\n", inv.Host)
+				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "host %s (%s)\nINDEX\tUUID\tNAME\tTOTAL\tFREE\tLINKS\n", inv.Host, inv.Source)

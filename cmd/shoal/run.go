@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,7 +25,7 @@ func runCmd() *cobra.Command {
 		Short: "Stop issuing new tasks; tasks in flight finish and the run shows as paused",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return controlRun(cmd, args[0], func(c *protocol.RunControl) { c.Paused = true }, "paused")
+			return controlRun(cmd, args[0], func(c *protocol.RunControl) { c.Paused = true }, "paused", refuseFinished)
 		},
 	}
 	resume := &cobra.Command{
@@ -32,7 +33,7 @@ func runCmd() *cobra.Command {
 		Short: "Issue tasks again after a pause",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return controlRun(cmd, args[0], func(c *protocol.RunControl) { c.Paused = false }, "resumed")
+			return controlRun(cmd, args[0], func(c *protocol.RunControl) { c.Paused = false }, "resumed", refuseFinished)
 		},
 	}
 	var iterations int64
@@ -53,7 +54,7 @@ stays done.`,
 				c.ExtraIterations += max(iterations, 0)
 				c.ExtraWallTime += max(wall, 0)
 				c.Extensions++
-			}, "extended")
+			}, "extended", refuseFailed)
 		},
 	}
 	extend.Flags().Int64Var(&iterations, "iterations", 0, "iterations to add to max_iterations")
@@ -62,7 +63,28 @@ stays done.`,
 	return cmd
 }
 
-func controlRun(cmd *cobra.Command, run string, change func(*protocol.RunControl), what string) error {
+// refuseFinished refuses to pause or resume a run that is done or failed: the control would
+// be written, and the planner ignore it, so "paused" would be a false report.
+func refuseFinished(run string, pst *protocol.PlannerState) error {
+	switch pst.Status {
+	case protocol.RunDone:
+		return fmt.Errorf("%w: run %s is done (%s); shoal run extend %s --iterations N gives it more", errRunFinished, run, pst.StopReason, run)
+	case protocol.RunFailed:
+		return refuseFailed(run, pst)
+	}
+	return nil
+}
+
+// refuseFailed refuses to steer a failed run: nothing wakes it (its seed did not evaluate).
+func refuseFailed(run string, pst *protocol.PlannerState) error {
+	if pst.Status != protocol.RunFailed {
+		return nil
+	}
+	reason, _, _ := strings.Cut(pst.StopReason, "\n")
+	return fmt.Errorf("%w: run %s failed (%s); seed a new run once the cause is fixed", errRunFinished, run, reason)
+}
+
+func controlRun(cmd *cobra.Command, run string, change func(*protocol.RunControl), what string, allowed func(string, *protocol.PlannerState) error) error {
 	if err := protocol.ValidateRunID(run); err != nil {
 		return err
 	}
@@ -71,12 +93,23 @@ func controlRun(cmd *cobra.Command, run string, change func(*protocol.RunControl
 		return err
 	}
 	defer c.close()
-	return c.control(cmd.Context(), run, change, what, cmd.OutOrStdout())
+	ctx := cmd.Context()
+	if _, err := c.spec(ctx, run); err != nil {
+		return err
+	}
+	pst, err := c.runs.Planner(ctx, run)
+	if err != nil {
+		return err
+	}
+	if err := allowed(run, pst); err != nil {
+		return err
+	}
+	return c.control(ctx, run, change, what, cmd.OutOrStdout())
 }
 
 // control applies change to run's control value and says what the run's budget now is.
 func (c *client) control(ctx context.Context, run string, change func(*protocol.RunControl), what string, w io.Writer) error {
-	spec, err := c.runs.Spec(ctx, run)
+	spec, err := c.spec(ctx, run)
 	if err != nil {
 		return err
 	}

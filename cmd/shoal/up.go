@@ -16,14 +16,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-run/shoal/examples"
 	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/protocol"
-	"github.com/shoal-run/shoal/pkg/runconfig"
-	"github.com/shoal-run/shoal/pkg/runs"
 	"github.com/shoal-run/shoal/services/archive"
 	"github.com/shoal-run/shoal/services/evaluator"
 	"github.com/shoal-run/shoal/services/generator"
@@ -38,7 +35,7 @@ type upOptions struct {
 	iterations                 int64
 	listen                     string
 	stateDir                   string
-	fresh, noSeed              bool
+	fresh, noSeed, stay        bool
 	only                       []string
 	logLevel                   string
 	gpus, host                 string
@@ -58,7 +55,9 @@ func upCmd() *cobra.Command {
 		Short: "Run NATS and the four services in one process, seed a problem and evolve it",
 		Long: `up starts an embedded NATS server with JetStream (or joins --nats-url), runs the planner,
 generator, evaluator and archive (or only those named by --only), seeds the problem and shows
-progress until the run's budget is spent. With no problem it evolves the embedded
+its progress (the view of shoal watch) until the run ends: it exits 0 when the run is done,
+non-zero with the reason when it failed. With --stay it keeps serving after the run, so other
+terminals can still talk to it, until interrupted. With no problem it evolves the embedded
 function_minimization example with the mutate backend.
 
 A problem is OpenEvolve's layout: a directory with config.yaml, evaluator.py and
@@ -93,7 +92,8 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.Int64Var(&o.iterations, "iterations", 0, "override max_iterations")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:4222", "address of the embedded NATS server (port 0 picks one)")
 	f.BoolVar(&o.fresh, "fresh", false, "delete the embedded server's stored streams before starting")
-	f.BoolVar(&o.noSeed, "no-seed", false, "start the services only; seed later with `shoal seed`")
+	f.BoolVar(&o.stay, "stay", false, "when the run ends, keep serving NATS and the services until interrupted, so other terminals can still talk to them")
+	f.BoolVar(&o.noSeed, "no-seed", false, "start the services only and serve until interrupted; seed later with 'shoal seed'")
 	f.StringSliceVar(&o.only, "only", nil, "run only these services (planner,generator,evaluator,archive)")
 	f.StringVar(&o.logLevel, "log-level", "info", "level of the log file (debug, info, warn, error)")
 	f.StringVar(&o.gpus, "gpus", os.Getenv("SHOAL_GPUS"), `GPUs for launch models: empty discovers them with NVML; "4x11GiB" declares them; "none" has none (env SHOAL_GPUS)`)
@@ -105,7 +105,8 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 }
 
 func up(cmd *cobra.Command, dir string, o upOptions) error {
-	ctx := cmd.Context()
+	ctx, term := cmd.Context(), cmd.ErrOrStderr()
+	w := &syncWriter{w: term}
 	if v := os.Getenv("SHOAL_EVAL_CONCURRENCY"); v != "" && !cmd.Flags().Changed("eval-concurrency") {
 		if _, err := strconv.Atoi(v); err != nil {
 			return fmt.Errorf("SHOAL_EVAL_CONCURRENCY=%q: want a number of candidates", v)
@@ -127,7 +128,7 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 		return err
 	}
 	logPath := filepath.Join(o.stateDir, "shoal.log")
-	log, closeLog, err := openLog(logPath, o.logLevel, cmd.ErrOrStderr())
+	log, fileLog, closeLog, err := openLog(logPath, o.logLevel, w)
 	if err != nil {
 		return err
 	}
@@ -141,87 +142,144 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 	url, _ := cmd.Flags().GetString("nats-url")
 	prefix, _ := cmd.Flags().GetString("prefix")
 	names := protocol.NewNames(prefix)
-	connect, shutdown, err := startNATS(cmd, url, names, o, log)
+	connect, url, shutdown, err := startNATS(cmd, url, names, o, log)
 	if err != nil {
 		return err
 	}
 	defer shutdown()
 
-	// Services run until the run ends or the user interrupts; then they drain.
-	svcCtx, stopServices := context.WithCancel(ctx)
-	defer stopServices()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(services))
+	// Every service is built before any starts, so a bad setting stops up before anything
+	// runs, with nothing else to say.
+	svcs := map[string]func(context.Context) error{}
+	var conns []*nats.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
 	for _, name := range services {
 		nc, err := connect(natsauth.Role(name))
 		if err != nil {
 			return err
 		}
-		defer nc.Close()
-		run, err := newService(name, names, nc, log, o)
-		if err != nil {
+		conns = append(conns, nc)
+		if svcs[name], err = newService(name, names, nc, log, o); err != nil {
 			return err
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Cancelled while it started (the seed was refused at once) is no error of its own.
-			if err := run(svcCtx); err != nil && !errors.Is(err, context.Canceled) {
-				log.Error("service stopped", "service", name, "err", err)
-				errs <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
 	}
-	stop := func() error {
-		stopServices()
-		wg.Wait()
-		close(errs)
-		var all []error
-		for err := range errs {
-			all = append(all, err)
-		}
-		return errors.Join(all...)
-	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "shoal %s: services %s up; logs in %s\n", version, strings.Join(services, ","), logPath)
+	g := startServices(ctx, svcs, fileLog)
+	fmt.Fprintf(w, "shoal %s: services %s up on %s; logs in %s\n", version, strings.Join(services, ","), url, logPath)
 
 	if o.noSeed {
-		<-ctx.Done()
-		return stop()
+		<-g.ctx.Done()
+		return g.stop()
+	}
+	// fail stops the services and ends up with err, or with the error of a service that
+	// failed first (which is why err happened: a seed no archive took, a watch cut short).
+	fail := func(err error) error {
+		if first := g.stop(); first != nil {
+			return first
+		}
+		return err
 	}
 	nc, err := connect(natsauth.Admin)
 	if err != nil {
-		return errors.Join(err, stop())
+		return fail(err)
 	}
-	defer nc.Close()
-	c, err := newClient(ctx, nc, names)
+	conns = append(conns, nc)
+	c, err := newClient(g.ctx, nc, names)
 	if err != nil {
-		return errors.Join(err, stop())
+		return fail(err)
 	}
 	p, err := problemFiles(dir, o.config, o.evaluator, o.program, o.stateDir)
 	if err != nil {
-		return errors.Join(err, stop())
+		return fail(err)
 	}
 	run := o.run
 	if run == "" {
 		run = runIDFor(filepath.Base(filepath.Dir(p.program)))
 	}
-	warn := func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", s) }
+	warn := func(s string) { fmt.Fprintln(w, "warning:", s) }
 	so, err := upSeedOptions(o, services)
 	if err != nil {
-		return errors.Join(err, stop())
+		return fail(err)
 	}
-	cfg, err := seedProblem(ctx, c, run, p, so, warn)
-	if err != nil {
-		return errors.Join(err, stop())
+	if _, err := seedProblem(g.ctx, c, run, p, so, warn); err != nil {
+		return fail(err)
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "seeded run %s from %s\n", run, p.program)
-	unwatch := printEvents(nc, names, run, cmd.ErrOrStderr())
+	fmt.Fprintf(w, "seeded run %s from %s\n", run, p.program)
+	unwatch := printEvents(nc, names, run, w)
 	defer unwatch()
-	done, werr := follow(ctx, c, run, cfg, cmd.ErrOrStderr())
-	if done && o.output != "" {
-		werr = writeOutput(ctx, c, run, o.output, cmd.ErrOrStderr())
+	outcome, runErr := watchRun(g.ctx, c, run, w, newWatchView(term, 5*time.Second))
+	if outcome == watchInterrupted {
+		if first := g.stop(); first != nil {
+			return first
+		}
+		fmt.Fprintln(w, "\ninterrupted; the run's state is kept in JetStream")
+		return runErr
 	}
-	return errors.Join(werr, stop())
+	if outcome == watchDone && o.output != "" {
+		runErr = writeOutput(g.ctx, c, run, o.output, w)
+	}
+	if o.stay {
+		fmt.Fprintf(w, "run %s ended; still serving on %s for shoal status, best, seed and watch (Ctrl-C stops)\n", run, url)
+		<-g.ctx.Done()
+	}
+	return fail(runErr)
+}
+
+// serviceGroup runs up's services together. The first to fail stops the others, and its
+// error is the one up reports; what a service returns once they are stopping is not an error
+// of its own (a drain cut short, a connection closed), so it goes to the log file alone.
+type serviceGroup struct {
+	// ctx ends when a service fails or up stops them all.
+	ctx    context.Context
+	cancel context.CancelFunc
+	log    *slog.Logger // the log file
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	first error
+}
+
+func startServices(parent context.Context, runs map[string]func(context.Context) error, log *slog.Logger) *serviceGroup {
+	ctx, cancel := context.WithCancel(parent)
+	g := &serviceGroup{ctx: ctx, cancel: cancel, log: log}
+	for name, run := range runs {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			err := run(ctx)
+			if err == nil {
+				return
+			}
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if ctx.Err() != nil {
+				g.log.Info("service stopped while shutting down", "service", name, "err", err)
+				return
+			}
+			g.log.Error("service stopped", "service", name, "err", err)
+			g.first = fmt.Errorf("%s: %w", name, err)
+			cancel()
+		}()
+	}
+	return g
+}
+
+// failed is the error of the service that failed first, or nil.
+func (g *serviceGroup) failed() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.first
+}
+
+// stop stops every service and waits for them; it returns the first service's failure, if
+// one failed.
+func (g *serviceGroup) stop() error {
+	g.cancel()
+	g.wg.Wait()
+	return g.failed()
 }
 
 func splitHostPort(addr string) (string, int, error) {
@@ -267,63 +325,6 @@ func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logg
 		return s.Run, nil
 	}
 	return nil, fmt.Errorf("unknown service %q", name)
-}
-
-// follow shows the run's progress until the planner says it is done (true) or ctx ends.
-func follow(ctx context.Context, c *client, run string, cfg *runconfig.Config, w io.Writer) (bool, error) {
-	max := cfg.MaxIterations
-	if max <= 0 {
-		max = -1
-	}
-	bar := progressbar.NewOptions64(max,
-		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetDescription("evaluating seed"),
-		progressbar.OptionShowCount(),
-		progressbar.OptionSetWidth(30),
-		progressbar.OptionThrottle(200*time.Millisecond),
-		progressbar.OptionShowElapsedTimeOnFinish(),
-		progressbar.OptionSetItsString("it"),
-		progressbar.OptionShowIts(),
-	)
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			_ = bar.Exit()
-			fmt.Fprintln(w, "\ninterrupted; the run's state is kept in JetStream")
-			return false, nil
-		case <-t.C:
-		}
-		st, err := c.runs.State(ctx, run)
-		if errors.Is(err, runs.ErrUnknownRun) {
-			continue
-		}
-		if err != nil {
-			continue
-		}
-		pst, err := c.runs.Planner(ctx, run)
-		desc := fmt.Sprintf("best %.4f (seed %.4f)", st.BestScore, st.SeedScore)
-		if err == nil && pst.Status == protocol.RunPaused {
-			desc += " paused"
-		}
-		if ctl, cerr := c.runs.Control(ctx, run); cerr == nil && max > 0 && cfg.MaxIterations+ctl.ExtraIterations != max {
-			max = cfg.MaxIterations + ctl.ExtraIterations // `shoal run extend`
-			bar.ChangeMax64(max)
-		}
-		bar.Describe(desc)
-		_ = bar.Set64(st.Iterations)
-		if err == nil && pst.Status == protocol.RunFailed {
-			_ = bar.Exit()
-			return false, runFailed(w, run, pst, st)
-		}
-		if err == nil && pst.Status == protocol.RunDone {
-			_ = bar.Finish()
-			fmt.Fprintf(w, "\nrun %s done (%s): %d iterations, %d failed, best score %.6g (seed %.6g)\n",
-				run, pst.StopReason, st.Iterations, st.Failed, st.BestScore, st.SeedScore)
-			return true, nil
-		}
-	}
 }
 
 // printEvents shows the run's error and warning events as they happen.

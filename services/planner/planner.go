@@ -88,6 +88,8 @@ type Service struct {
 	templates  map[string]*prompt.Templates
 	generators map[string]protocol.Generator // the generators bucket, kept by a watch
 	warned     map[string]string             // last problem logged per run, so a stuck run logs once
+	// noArchive is when, per run, a sample first found no archive answering, until one does.
+	noArchive map[string]time.Time
 	// owners holds this replica's run ownership leases: only a run's owner plans it; the
 	// other replicas are standbys for it. owning is what the loop last saw of each.
 	owners *leader.Set
@@ -107,7 +109,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	}
 	return &Service{cfg: cfg, nc: nc, js: js, log: log.With("service", "planner"),
 		plans: map[string]*protocol.PlannerState{}, pending: map[string]int64{}, templates: map[string]*prompt.Templates{},
-		generators: map[string]protocol.Generator{}, warned: map[string]string{}, owning: map[string]bool{},
+		generators: map[string]protocol.Generator{}, warned: map[string]string{}, owning: map[string]bool{}, noArchive: map[string]time.Time{},
 		states: map[string]*protocol.RunState{}, controls: map[string]*protocol.RunControl{}}, nil
 }
 
@@ -279,10 +281,28 @@ func (s *Service) plan(ctx context.Context, ids []string) {
 		if !s.owns(ctx, run) {
 			continue
 		}
-		if err := s.planRun(ctx, run); err != nil && ctx.Err() == nil {
+		err := s.planRun(ctx, run)
+		if !s.archiveStarting(run, err) && err != nil && ctx.Err() == nil {
 			s.warnOnce(run, "plan run", err)
 		}
 	}
+}
+
+// archiveStarting reports whether err is no archive answering run's samples for less than
+// three owner TTLs. An archive that starts with the planner (shoal up, a restart) answers once
+// it has restored its snapshots and holds its lease, and a standby takes over within one TTL:
+// the run is planned again on the next tick, and only an archive missing for longer is news.
+func (s *Service) archiveStarting(run string, err error) bool {
+	if !errors.Is(err, nats.ErrNoResponders) {
+		delete(s.noArchive, run)
+		return false
+	}
+	since, ok := s.noArchive[run]
+	if !ok {
+		since = time.Now()
+		s.noArchive[run] = since
+	}
+	return time.Since(since) < 3*s.cfg.OwnerTTL
 }
 
 // owns campaigns for run and reports whether this replica plans it now. A change either way
