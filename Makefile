@@ -36,7 +36,7 @@ lint: ## gofmt and go vet over every module
 bench: ## every benchmark in every module (figures in docs/benchmarks.md)
 	@for m in $(MODULES); do (cd $$m && set -o pipefail && go test -run '^$$' -bench . -benchmem $(BENCH_FLAGS) ./... | { grep -E '^(Benchmark|pkg:)' || true; }) || exit 1; done
 	@echo "== GPU placement: replicas placed / VRAM leased (GiB) per strategy"
-	@cd pkg && go run ./gpu/internal/placebench
+	@cd pkg && go run ./gpu/placement/internal/placebench
 
 bench-pipeline: build ## pipeline cost per candidate against raw JetStream, evaluations/s end to end, model-server saturation (docs/benchmarks.md)
 	go run ./bench/pipeline -shoal $(BIN)/shoal $(PIPELINE_FLAGS)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/shoal-run/shoal/pkg/gpu"
 	"github.com/shoal-run/shoal/pkg/gpu/lease"
+	"github.com/shoal-run/shoal/pkg/gpu/modelfile"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 )
@@ -651,7 +652,7 @@ func gpuVariants(model string, p runconfig.Profile) ([]gpu.Variant, error) {
 	for _, v := range p.Variants {
 		need := gpu.MiB(v.NeedMiB)
 		if need <= 0 {
-			n, err := gpu.EstimateNeed(v.ModelPath, v.ContextLength, gpu.NeedOptions{})
+			n, err := modelfile.EstimateNeed(v.ModelPath, v.ContextLength, modelfile.NeedOptions{})
 			if err != nil {
 				return nil, fmt.Errorf("variant %q: %w; declare need_gib in the launch profile instead", v.Name, err)
 			}

@@ -1,4 +1,4 @@
-package gpu
+package placement
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-run/shoal/pkg/gpu"
 )
 
 // Test helpers are prefixed pt: other files of this package have their own tests.
@@ -14,9 +16,9 @@ import (
 var ptNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 
 // ptFleet is a declared host with the usual 512 MiB reserve per card.
-func ptFleet(t testing.TB, spec string) Inventory {
+func ptFleet(t testing.TB, spec string) gpu.Inventory {
 	t.Helper()
-	inv, err := ParseDeclared("h", spec)
+	inv, err := gpu.ParseDeclared("h", spec)
 	if err != nil {
 		t.Fatalf("ParseDeclared(%q): %v", spec, err)
 	}
@@ -25,61 +27,61 @@ func ptFleet(t testing.TB, spec string) Inventory {
 }
 
 // ptTwoSockets makes GPUs 0-3 and 4-7 of an nvlink-pairs host sit on different CPUs.
-func ptTwoSockets(inv Inventory) Inventory {
+func ptTwoSockets(inv gpu.Inventory) gpu.Inventory {
 	for i := range inv.Links {
 		for j := range inv.Links[i] {
 			if i/4 != j/4 {
-				inv.Links[i][j] = LinkCrossCPU
+				inv.Links[i][j] = gpu.LinkCrossCPU
 			}
 		}
 	}
 	return inv
 }
 
-func ptLease(inv Inventory, holder, model string, mib MiB, state LeaseState, expires time.Time, gpus ...int) Allocation {
-	a := Allocation{Holder: holder, Model: model, Variant: "v", State: state, Expires: expires}
+func ptLease(inv gpu.Inventory, holder, model string, mib gpu.MiB, state gpu.LeaseState, expires time.Time, gpus ...int) gpu.Allocation {
+	a := gpu.Allocation{Holder: holder, Model: model, Variant: "v", State: state, Expires: expires}
 	for _, i := range gpus {
-		a.Shares = append(a.Shares, Share{UUID: inv.GPUs[i].UUID, MiB: mib})
+		a.Shares = append(a.Shares, gpu.Share{UUID: inv.GPUs[i].UUID, MiB: mib})
 	}
 	return a
 }
 
 // ptIdx turns shares back into GPU indices.
-func ptIdx(inv Inventory, shares []Share) []int {
+func ptIdx(inv gpu.Inventory, shares []gpu.Share) []int {
 	var out []int
 	for _, s := range shares {
-		out = append(out, plIndexOf(&inv, s.UUID))
+		out = append(out, indexOf(&inv, s.UUID))
 	}
 	return out
 }
 
-func ptGiB(g float64) MiB { return MiB(g * float64(GiB)) }
+func ptGiB(g float64) gpu.MiB { return gpu.MiB(g * float64(gpu.GiB)) }
 
 // Model variants of the issue's failures and of the fleets below (NeedMiB = weights + KV).
 var (
-	pt12BQ8  = Variant{Name: "q8", NeedMiB: ptGiB(12.5), PerGPUOverheadMiB: 512} // 2×6.8 GiB on 2 cards
-	pt12BQ4  = Variant{Name: "q4", NeedMiB: 7 * GiB, PerGPUOverheadMiB: 512}
-	pt27BQ4  = Variant{Name: "q4", NeedMiB: 17 * GiB, PerGPUOverheadMiB: 512}
-	pt4B     = Variant{Name: "q8", NeedMiB: ptGiB(3.5), PerGPUOverheadMiB: 512}
-	pt70BQ4  = Variant{Name: "q4", NeedMiB: 40 * GiB, PerGPUOverheadMiB: 512}
-	pt13BQ8  = Variant{Name: "q8", NeedMiB: 13 * GiB, PerGPUOverheadMiB: 512}
-	pt13BQ4  = Variant{Name: "q4", NeedMiB: ptGiB(7.5), PerGPUOverheadMiB: 512}
-	pt7BQ4   = Variant{Name: "q4", NeedMiB: ptGiB(4.5), PerGPUOverheadMiB: 512}
-	pt3B     = Variant{Name: "q8", NeedMiB: 2 * GiB, PerGPUOverheadMiB: 512}
-	pt1B     = Variant{Name: "q8", NeedMiB: ptGiB(1.2), PerGPUOverheadMiB: 512}
-	pt8B     = Variant{Name: "q8", NeedMiB: 8 * GiB, PerGPUOverheadMiB: 512}
-	pt30BQ4  = Variant{Name: "q4", NeedMiB: 18 * GiB, PerGPUOverheadMiB: 512}
-	pt70B16  = Variant{Name: "bf16", NeedMiB: 140 * GiB, PerGPUOverheadMiB: GiB}
-	pt8B16   = Variant{Name: "bf16", NeedMiB: 16 * GiB, PerGPUOverheadMiB: GiB}
-	pt30G    = Variant{Name: "fp8", NeedMiB: 30 * GiB, PerGPUOverheadMiB: GiB}
-	pt50G    = Variant{Name: "fp8", NeedMiB: 50 * GiB, PerGPUOverheadMiB: GiB}
-	pt235B   = Variant{Name: "fp8", NeedMiB: 240 * GiB, PerGPUOverheadMiB: GiB}
-	pt405B16 = Variant{Name: "bf16", NeedMiB: 810 * GiB, PerGPUOverheadMiB: GiB}
+	pt12BQ8  = gpu.Variant{Name: "q8", NeedMiB: ptGiB(12.5), PerGPUOverheadMiB: 512} // 2×6.8 GiB on 2 cards
+	pt12BQ4  = gpu.Variant{Name: "q4", NeedMiB: 7 * gpu.GiB, PerGPUOverheadMiB: 512}
+	pt27BQ4  = gpu.Variant{Name: "q4", NeedMiB: 17 * gpu.GiB, PerGPUOverheadMiB: 512}
+	pt4B     = gpu.Variant{Name: "q8", NeedMiB: ptGiB(3.5), PerGPUOverheadMiB: 512}
+	pt70BQ4  = gpu.Variant{Name: "q4", NeedMiB: 40 * gpu.GiB, PerGPUOverheadMiB: 512}
+	pt13BQ8  = gpu.Variant{Name: "q8", NeedMiB: 13 * gpu.GiB, PerGPUOverheadMiB: 512}
+	pt13BQ4  = gpu.Variant{Name: "q4", NeedMiB: ptGiB(7.5), PerGPUOverheadMiB: 512}
+	pt7BQ4   = gpu.Variant{Name: "q4", NeedMiB: ptGiB(4.5), PerGPUOverheadMiB: 512}
+	pt3B     = gpu.Variant{Name: "q8", NeedMiB: 2 * gpu.GiB, PerGPUOverheadMiB: 512}
+	pt1B     = gpu.Variant{Name: "q8", NeedMiB: ptGiB(1.2), PerGPUOverheadMiB: 512}
+	pt8B     = gpu.Variant{Name: "q8", NeedMiB: 8 * gpu.GiB, PerGPUOverheadMiB: 512}
+	pt30BQ4  = gpu.Variant{Name: "q4", NeedMiB: 18 * gpu.GiB, PerGPUOverheadMiB: 512}
+	pt70B16  = gpu.Variant{Name: "bf16", NeedMiB: 140 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
+	pt8B16   = gpu.Variant{Name: "bf16", NeedMiB: 16 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
+	pt30G    = gpu.Variant{Name: "fp8", NeedMiB: 30 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
+	pt50G    = gpu.Variant{Name: "fp8", NeedMiB: 50 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
+	pt235B   = gpu.Variant{Name: "fp8", NeedMiB: 240 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
+	pt405B16 = gpu.Variant{Name: "bf16", NeedMiB: 810 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
 )
 
 type ptStep struct {
 	holder, model string
-	variants      []Variant
+	variants      []gpu.Variant
 	replicas      int    // workers of this model (ChooseVariant); 0 means 1
 	wantVar       string // variant name ChooseVariant must pick; "" skips the check
 	want          []int  // GPU indices Fit must grant; nil means refused
@@ -88,8 +90,8 @@ type ptStep struct {
 
 type ptCase struct {
 	name  string
-	inv   Inventory
-	live  []Allocation // the ledger before the steps
+	inv   gpu.Inventory
+	live  []gpu.Allocation // the ledger before the steps
 	steps []ptStep
 }
 
@@ -99,7 +101,7 @@ func ptRun(t *testing.T, c ptCase) {
 	t.Helper()
 	live := slices.Clone(c.live)
 	for k, st := range c.steps {
-		var others []Allocation
+		var others []gpu.Allocation
 		for _, a := range live {
 			if a.Model != st.model {
 				others = append(others, a)
@@ -126,8 +128,8 @@ func ptRun(t *testing.T, c ptCase) {
 			t.Errorf("step %d (%s, %s): got reason %q, want it to contain %q", k, st.holder, v.Name, reason, st.reason)
 		}
 		if ok {
-			live = append(live, Allocation{Holder: st.holder, Model: st.model, Variant: v.Name,
-				Shares: shares, State: LeaseReady, Expires: ptNow.Add(time.Hour)})
+			live = append(live, gpu.Allocation{Holder: st.holder, Model: st.model, Variant: v.Name,
+				Shares: shares, State: gpu.LeaseReady, Expires: ptNow.Add(time.Hour)})
 		}
 		if over := Over(c.inv, live, ptNow); len(over) > 0 {
 			t.Errorf("step %d: ledger broken: %v", k, over)
@@ -136,7 +138,7 @@ func ptRun(t *testing.T, c ptCase) {
 }
 
 func TestPlacementFailures(t *testing.T) {
-	q := []Variant{pt12BQ8, pt12BQ4}
+	q := []gpu.Variant{pt12BQ8, pt12BQ4}
 	cases := []ptCase{
 		{name: "a/12.5GiB Q8 on 4x11GiB, 2 workers: 2 cards each", inv: ptFleet(t, "4x11GiB"),
 			steps: []ptStep{
@@ -152,34 +154,34 @@ func TestPlacementFailures(t *testing.T) {
 			}},
 		{name: "b/2x24GiB, 27B first then 4B: separate cards", inv: ptFleet(t, "2x24GiB"),
 			steps: []ptStep{
-				{holder: "big", model: "27b", variants: []Variant{pt27BQ4}, want: []int{0}},
-				{holder: "small", model: "4b", variants: []Variant{pt4B}, want: []int{1}},
+				{holder: "big", model: "27b", variants: []gpu.Variant{pt27BQ4}, want: []int{0}},
+				{holder: "small", model: "4b", variants: []gpu.Variant{pt4B}, want: []int{1}},
 			}},
 		{name: "b/2x24GiB, 4B first then 27B: separate cards", inv: ptFleet(t, "2x24GiB"),
 			steps: []ptStep{
-				{holder: "small", model: "4b", variants: []Variant{pt4B}, want: []int{0}},
-				{holder: "big", model: "27b", variants: []Variant{pt27BQ4}, want: []int{1}},
+				{holder: "small", model: "4b", variants: []gpu.Variant{pt4B}, want: []int{0}},
+				{holder: "big", model: "27b", variants: []gpu.Variant{pt27BQ4}, want: []int{1}},
 			}},
 		{name: "c/3x24GiB, 4B models share a card, the pair stays whole", inv: ptFleet(t, "3x24GiB"),
 			steps: []ptStep{
-				{holder: "s1", model: "4b-a", variants: []Variant{pt4B}, want: []int{0}},
-				{holder: "s2", model: "4b-b", variants: []Variant{pt4B}, want: []int{0}},
-				{holder: "s3", model: "4b-c", variants: []Variant{pt4B}, want: []int{0}},
-				{holder: "big", model: "70b", variants: []Variant{pt70BQ4}, want: []int{1, 2}},
+				{holder: "s1", model: "4b-a", variants: []gpu.Variant{pt4B}, want: []int{0}},
+				{holder: "s2", model: "4b-b", variants: []gpu.Variant{pt4B}, want: []int{0}},
+				{holder: "s3", model: "4b-c", variants: []gpu.Variant{pt4B}, want: []int{0}},
+				{holder: "big", model: "70b", variants: []gpu.Variant{pt70BQ4}, want: []int{1, 2}},
 			}},
 		{name: "c/3x24GiB, interleaved arrivals", inv: ptFleet(t, "3x24GiB"),
 			steps: []ptStep{
-				{holder: "s1", model: "4b-a", variants: []Variant{pt4B}, want: []int{0}},
-				{holder: "big", model: "70b", variants: []Variant{pt70BQ4}, want: []int{1, 2}},
-				{holder: "s2", model: "4b-b", variants: []Variant{pt4B}, want: []int{0}},
-				{holder: "s3", model: "4b-c", variants: []Variant{pt4B}, want: []int{0}},
+				{holder: "s1", model: "4b-a", variants: []gpu.Variant{pt4B}, want: []int{0}},
+				{holder: "big", model: "70b", variants: []gpu.Variant{pt70BQ4}, want: []int{1, 2}},
+				{holder: "s2", model: "4b-b", variants: []gpu.Variant{pt4B}, want: []int{0}},
+				{holder: "s3", model: "4b-c", variants: []gpu.Variant{pt4B}, want: []int{0}},
 			}},
 		{name: "c/3x24GiB, large first", inv: ptFleet(t, "3x24GiB"),
 			steps: []ptStep{
-				{holder: "big", model: "70b", variants: []Variant{pt70BQ4}, want: []int{0, 1}},
-				{holder: "s1", model: "4b-a", variants: []Variant{pt4B}, want: []int{2}},
-				{holder: "s2", model: "4b-b", variants: []Variant{pt4B}, want: []int{2}},
-				{holder: "s3", model: "4b-c", variants: []Variant{pt4B}, want: []int{2}},
+				{holder: "big", model: "70b", variants: []gpu.Variant{pt70BQ4}, want: []int{0, 1}},
+				{holder: "s1", model: "4b-a", variants: []gpu.Variant{pt4B}, want: []int{2}},
+				{holder: "s2", model: "4b-b", variants: []gpu.Variant{pt4B}, want: []int{2}},
+				{holder: "s3", model: "4b-c", variants: []gpu.Variant{pt4B}, want: []int{2}},
 			}},
 	}
 	for _, c := range cases {
@@ -195,133 +197,133 @@ func TestPlacementFleets(t *testing.T) {
 	var pack []ptStep
 	for k := range 14 {
 		pack = append(pack, ptStep{holder: fmt.Sprintf("s%d", k), model: fmt.Sprintf("4b-%d", k),
-			variants: []Variant{pt4B}, want: []int{0}})
+			variants: []gpu.Variant{pt4B}, want: []int{0}})
 	}
 	pack = append(pack,
-		ptStep{holder: "m1", model: "8b-a", variants: []Variant{pt8B16}, want: []int{0}},
-		ptStep{holder: "m2", model: "8b-b", variants: []Variant{pt8B16}, reason: "needs 17 GiB on one card: most free is 6.5 GiB (GPU 0)"})
+		ptStep{holder: "m1", model: "8b-a", variants: []gpu.Variant{pt8B16}, want: []int{0}},
+		ptStep{holder: "m2", model: "8b-b", variants: []gpu.Variant{pt8B16}, reason: "needs 17 GiB on one card: most free is 6.5 GiB (GPU 0)"})
 	reserve := ptFleet(t, "1x24GiB")
-	reserve.ReserveMiB = 2 * GiB
+	reserve.ReserveMiB = 2 * gpu.GiB
 	two24 := ptFleet(t, "2x24GiB")
 	one24 := ptFleet(t, "1x24GiB")
 
 	cases := []ptCase{
 		{name: "1x11GiB: small models share the card, the next is refused", inv: ptFleet(t, "1x11GiB"),
 			steps: []ptStep{
-				{holder: "a", model: "7b", variants: []Variant{pt7BQ4}, want: []int{0}},
-				{holder: "b", model: "3b", variants: []Variant{pt3B}, want: []int{0}},
-				{holder: "c", model: "1b", variants: []Variant{pt1B}, want: []int{0}},
-				{holder: "d", model: "7b-b", variants: []Variant{pt7BQ4}, reason: "needs 5 GiB on one card: most free is 1.3 GiB (GPU 0)"},
+				{holder: "a", model: "7b", variants: []gpu.Variant{pt7BQ4}, want: []int{0}},
+				{holder: "b", model: "3b", variants: []gpu.Variant{pt3B}, want: []int{0}},
+				{holder: "c", model: "1b", variants: []gpu.Variant{pt1B}, want: []int{0}},
+				{holder: "d", model: "7b-b", variants: []gpu.Variant{pt7BQ4}, reason: "needs 5 GiB on one card: most free is 1.3 GiB (GPU 0)"},
 			}},
 		{name: "2x24GiB: a 40GiB model spans both, a 4B is then refused", inv: two24,
 			steps: []ptStep{
-				{holder: "big", model: "70b", variants: []Variant{pt70BQ4}, want: []int{0, 1}},
-				{holder: "s", model: "4b", variants: []Variant{pt4B}, reason: "needs 4 GiB on one card: most free is 3 GiB"},
+				{holder: "big", model: "70b", variants: []gpu.Variant{pt70BQ4}, want: []int{0, 1}},
+				{holder: "s", model: "4b", variants: []gpu.Variant{pt4B}, reason: "needs 4 GiB on one card: most free is 3 GiB"},
 			}},
 		{name: "2x24GiB: three 13B workers fall back to Q4, two share a card", inv: two24,
 			steps: []ptStep{
-				{holder: "w1", model: "13b", variants: []Variant{pt13BQ8, pt13BQ4}, replicas: 3, wantVar: "q4", want: []int{0}},
-				{holder: "w2", model: "13b", variants: []Variant{pt13BQ8, pt13BQ4}, replicas: 3, wantVar: "q4", want: []int{0}},
-				{holder: "w3", model: "13b", variants: []Variant{pt13BQ8, pt13BQ4}, replicas: 3, wantVar: "q4", want: []int{1}},
+				{holder: "w1", model: "13b", variants: []gpu.Variant{pt13BQ8, pt13BQ4}, replicas: 3, wantVar: "q4", want: []int{0}},
+				{holder: "w2", model: "13b", variants: []gpu.Variant{pt13BQ8, pt13BQ4}, replicas: 3, wantVar: "q4", want: []int{0}},
+				{holder: "w3", model: "13b", variants: []gpu.Variant{pt13BQ8, pt13BQ4}, replicas: 3, wantVar: "q4", want: []int{1}},
 			}},
 		{name: "2x24GiB: two 13B workers keep Q8, one card each", inv: two24,
 			steps: []ptStep{
-				{holder: "w1", model: "13b", variants: []Variant{pt13BQ8, pt13BQ4}, replicas: 2, wantVar: "q8", want: []int{0}},
-				{holder: "w2", model: "13b", variants: []Variant{pt13BQ8, pt13BQ4}, replicas: 2, wantVar: "q8", want: []int{1}},
+				{holder: "w1", model: "13b", variants: []gpu.Variant{pt13BQ8, pt13BQ4}, replicas: 2, wantVar: "q8", want: []int{0}},
+				{holder: "w2", model: "13b", variants: []gpu.Variant{pt13BQ8, pt13BQ4}, replicas: 2, wantVar: "q8", want: []int{1}},
 			}},
 		{name: "4x11GiB: 4B models pack two a card, Q8 12B takes the free pair", inv: ptFleet(t, "4x11GiB"),
 			steps: []ptStep{
-				{holder: "s1", model: "4b-a", variants: []Variant{pt4B}, want: []int{0}},
-				{holder: "s2", model: "4b-b", variants: []Variant{pt4B}, want: []int{0}},
-				{holder: "s3", model: "4b-c", variants: []Variant{pt4B}, want: []int{1}},
-				{holder: "w", model: "12b", variants: []Variant{pt12BQ8, pt12BQ4}, wantVar: "q8", want: []int{2, 3}},
-				{holder: "w2", model: "12b-b", variants: []Variant{pt12BQ8, pt12BQ4}, wantVar: "q8",
+				{holder: "s1", model: "4b-a", variants: []gpu.Variant{pt4B}, want: []int{0}},
+				{holder: "s2", model: "4b-b", variants: []gpu.Variant{pt4B}, want: []int{0}},
+				{holder: "s3", model: "4b-c", variants: []gpu.Variant{pt4B}, want: []int{1}},
+				{holder: "w", model: "12b", variants: []gpu.Variant{pt12BQ8, pt12BQ4}, wantVar: "q8", want: []int{2, 3}},
+				{holder: "w2", model: "12b-b", variants: []gpu.Variant{pt12BQ8, pt12BQ4}, wantVar: "q8",
 					reason: "needs 2×6.8 GiB on wholly free cards; no free card large enough"},
 			}},
 		{name: "4x24GiB+1x11GiB: the 11GiB card takes what it fits, groups avoid it", inv: ptFleet(t, "4x24GiB,1x11GiB"),
 			steps: []ptStep{
-				{holder: "m8", model: "8b", variants: []Variant{pt8B}, want: []int{4}},
-				{holder: "m30", model: "30b", variants: []Variant{pt30BQ4}, want: []int{0}},
-				{holder: "m4", model: "4b", variants: []Variant{pt4B}, want: []int{1}},
-				{holder: "m70", model: "70b", variants: []Variant{pt70BQ4}, want: []int{2, 3}},
-				{holder: "m4b", model: "4b-b", variants: []Variant{pt4B}, want: []int{1}},
+				{holder: "m8", model: "8b", variants: []gpu.Variant{pt8B}, want: []int{4}},
+				{holder: "m30", model: "30b", variants: []gpu.Variant{pt30BQ4}, want: []int{0}},
+				{holder: "m4", model: "4b", variants: []gpu.Variant{pt4B}, want: []int{1}},
+				{holder: "m70", model: "70b", variants: []gpu.Variant{pt70BQ4}, want: []int{2, 3}},
+				{holder: "m4b", model: "4b-b", variants: []gpu.Variant{pt4B}, want: []int{1}},
 			}},
 		{name: "8x80GiB nvlink pairs: 2-GPU models take whole NVLink pairs", inv: nv,
-			live: []Allocation{ptLease(nv, "x", "8b-x", 17*GiB, LeaseReady, fresh, 0)},
+			live: []gpu.Allocation{ptLease(nv, "x", "8b-x", 17*gpu.GiB, gpu.LeaseReady, fresh, 0)},
 			steps: []ptStep{
-				{holder: "a", model: "70b-a", variants: []Variant{pt70B16}, want: []int{2, 3}},
-				{holder: "b", model: "70b-b", variants: []Variant{pt70B16}, want: []int{4, 5}},
-				{holder: "c", model: "8b-c", variants: []Variant{pt8B16}, want: []int{0}},
+				{holder: "a", model: "70b-a", variants: []gpu.Variant{pt70B16}, want: []int{2, 3}},
+				{holder: "b", model: "70b-b", variants: []gpu.Variant{pt70B16}, want: []int{4, 5}},
+				{holder: "c", model: "8b-c", variants: []gpu.Variant{pt8B16}, want: []int{0}},
 			}},
 		{name: "8x80GiB nvlink pairs: a 1-GPU model takes the orphan, not an empty pair", inv: nv,
-			live: []Allocation{ptLease(nv, "x", "60g", 60*GiB, LeaseReady, fresh, 2)},
+			live: []gpu.Allocation{ptLease(nv, "x", "60g", 60*gpu.GiB, gpu.LeaseReady, fresh, 2)},
 			steps: []ptStep{
-				{holder: "a", model: "30g", variants: []Variant{pt30G}, want: []int{3}},
-				{holder: "b", model: "50g", variants: []Variant{pt50G}, want: []int{0}},
-				{holder: "c", model: "70b", variants: []Variant{pt70B16}, want: []int{4, 5}},
+				{holder: "a", model: "30g", variants: []gpu.Variant{pt30G}, want: []int{3}},
+				{holder: "b", model: "50g", variants: []gpu.Variant{pt50G}, want: []int{0}},
+				{holder: "c", model: "70b", variants: []gpu.Variant{pt70B16}, want: []int{4, 5}},
 			}},
 		{name: "8x80GiB nvlink pairs: a 1-GPU model shares a half-used card", inv: nv,
-			live: []Allocation{
-				ptLease(nv, "x", "60g", 60*GiB, LeaseReady, fresh, 2),
-				ptLease(nv, "y", "20g", 20*GiB, LeaseReady, fresh, 5)},
+			live: []gpu.Allocation{
+				ptLease(nv, "x", "60g", 60*gpu.GiB, gpu.LeaseReady, fresh, 2),
+				ptLease(nv, "y", "20g", 20*gpu.GiB, gpu.LeaseReady, fresh, 5)},
 			steps: []ptStep{
-				{holder: "a", model: "30g", variants: []Variant{pt30G}, want: []int{5}},
-				{holder: "b", model: "50g", variants: []Variant{pt50G}, want: []int{3}},
+				{holder: "a", model: "30g", variants: []gpu.Variant{pt30G}, want: []int{5}},
+				{holder: "b", model: "50g", variants: []gpu.Variant{pt50G}, want: []int{3}},
 			}},
 		{name: "8x80GiB two sockets: a 4-GPU model takes a connected quad", inv: sockets,
-			live: []Allocation{ptLease(sockets, "x", "8b", 17*GiB, LeaseReady, fresh, 1)},
+			live: []gpu.Allocation{ptLease(sockets, "x", "8b", 17*gpu.GiB, gpu.LeaseReady, fresh, 1)},
 			steps: []ptStep{
-				{holder: "a", model: "235b", variants: []Variant{pt235B}, want: []int{4, 5, 6, 7}},
-				{holder: "b", model: "70b", variants: []Variant{pt70B16}, want: []int{2, 3}},
-				{holder: "c", model: "235b-b", variants: []Variant{pt235B}, reason: "needs 4×61 GiB on wholly free cards; 1 free card of 79.5 GiB"},
+				{holder: "a", model: "235b", variants: []gpu.Variant{pt235B}, want: []int{4, 5, 6, 7}},
+				{holder: "b", model: "70b", variants: []gpu.Variant{pt70B16}, want: []int{2, 3}},
+				{holder: "c", model: "235b-b", variants: []gpu.Variant{pt235B}, reason: "needs 4×61 GiB on wholly free cards; 1 free card of 79.5 GiB"},
 			}},
 		{name: "8x80GiB two sockets: empty host, the quad is one socket", inv: sockets,
 			steps: []ptStep{
-				{holder: "a", model: "235b", variants: []Variant{pt235B}, want: []int{0, 1, 2, 3}},
-				{holder: "b", model: "235b-b", variants: []Variant{pt235B}, want: []int{4, 5, 6, 7}},
+				{holder: "a", model: "235b", variants: []gpu.Variant{pt235B}, want: []int{0, 1, 2, 3}},
+				{holder: "b", model: "235b-b", variants: []gpu.Variant{pt235B}, want: []int{4, 5, 6, 7}},
 			}},
 		{name: "1x80GiB: many small models pack onto the one card", inv: one80, steps: pack},
 		{name: "4x24GiB: a model too big for the whole host is refused with the reason", inv: ptFleet(t, "4x24GiB"),
 			steps: []ptStep{
-				{holder: "a", model: "405b", variants: []Variant{pt405B16},
+				{holder: "a", model: "405b", variants: []gpu.Variant{pt405B16},
 					reason: "never fits this host: needs 1×811 GiB or 2×406 GiB or 4×203.5 GiB; cards have 4×23.5 GiB usable"},
 			}},
 		{name: "2x24GiB: a card with a LOADING lease takes no second load", inv: two24,
-			live: []Allocation{ptLease(two24, "x", "4b-x", 4*GiB, LeaseLoading, fresh, 0)},
+			live: []gpu.Allocation{ptLease(two24, "x", "4b-x", 4*gpu.GiB, gpu.LeaseLoading, fresh, 0)},
 			steps: []ptStep{
-				{holder: "a", model: "4b", variants: []Variant{pt4B}, want: []int{1}},
-				{holder: "b", model: "70b", variants: []Variant{pt70BQ4}, reason: "needs 2×20.5 GiB on wholly free cards"},
+				{holder: "a", model: "4b", variants: []gpu.Variant{pt4B}, want: []int{1}},
+				{holder: "b", model: "70b", variants: []gpu.Variant{pt70BQ4}, reason: "needs 2×20.5 GiB on wholly free cards"},
 			}},
 		{name: "2x24GiB: the same card once READY is shared", inv: two24,
-			live: []Allocation{ptLease(two24, "x", "4b-x", 4*GiB, LeaseReady, fresh, 0)},
+			live: []gpu.Allocation{ptLease(two24, "x", "4b-x", 4*gpu.GiB, gpu.LeaseReady, fresh, 0)},
 			steps: []ptStep{
-				{holder: "a", model: "4b", variants: []Variant{pt4B}, want: []int{0}},
+				{holder: "a", model: "4b", variants: []gpu.Variant{pt4B}, want: []int{0}},
 			}},
 		{name: "1x24GiB: a LOADING card is named in the reason", inv: one24,
-			live: []Allocation{ptLease(one24, "x", "4b-x", 4*GiB, LeaseLoading, fresh, 0)},
+			live: []gpu.Allocation{ptLease(one24, "x", "4b-x", 4*gpu.GiB, gpu.LeaseLoading, fresh, 0)},
 			steps: []ptStep{
-				{holder: "a", model: "4b", variants: []Variant{pt4B}, reason: "GPU 0 loading a model"},
+				{holder: "a", model: "4b", variants: []gpu.Variant{pt4B}, reason: "GPU 0 loading a model"},
 			}},
 		{name: "1x24GiB: an expired lease frees its memory", inv: one24,
-			live: []Allocation{ptLease(one24, "gone", "20g", 20*GiB, LeaseReady, ptNow.Add(-time.Second), 0)},
+			live: []gpu.Allocation{ptLease(one24, "gone", "20g", 20*gpu.GiB, gpu.LeaseReady, ptNow.Add(-time.Second), 0)},
 			steps: []ptStep{
-				{holder: "a", model: "27b", variants: []Variant{pt27BQ4}, want: []int{0}},
+				{holder: "a", model: "27b", variants: []gpu.Variant{pt27BQ4}, want: []int{0}},
 			}},
 		{name: "1x24GiB: a lease expiring exactly now is free", inv: one24,
-			live: []Allocation{ptLease(one24, "gone", "20g", 20*GiB, LeaseReady, ptNow, 0)},
+			live: []gpu.Allocation{ptLease(one24, "gone", "20g", 20*gpu.GiB, gpu.LeaseReady, ptNow, 0)},
 			steps: []ptStep{
-				{holder: "a", model: "27b", variants: []Variant{pt27BQ4}, want: []int{0}},
+				{holder: "a", model: "27b", variants: []gpu.Variant{pt27BQ4}, want: []int{0}},
 			}},
 		{name: "1x24GiB: a live lease does not", inv: one24,
-			live: []Allocation{ptLease(one24, "here", "20g", 20*GiB, LeaseReady, ptNow.Add(time.Second), 0)},
+			live: []gpu.Allocation{ptLease(one24, "here", "20g", 20*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Second), 0)},
 			steps: []ptStep{
-				{holder: "a", model: "27b", variants: []Variant{pt27BQ4}, reason: "needs 17.5 GiB on one card: most free is 3.5 GiB (GPU 0)"},
+				{holder: "a", model: "27b", variants: []gpu.Variant{pt27BQ4}, reason: "needs 17.5 GiB on one card: most free is 3.5 GiB (GPU 0)"},
 			}},
 		{name: "1x24GiB reserve 2GiB: exactly the usable memory fits, 1 MiB more does not", inv: reserve,
 			steps: []ptStep{
-				{holder: "b", model: "too", variants: []Variant{{Name: "x", NeedMiB: 22*GiB + 1}},
+				{holder: "b", model: "too", variants: []gpu.Variant{{Name: "x", NeedMiB: 22*gpu.GiB + 1}},
 					reason: "never fits this host: needs 1×22 GiB"},
-				{holder: "a", model: "fits", variants: []Variant{{Name: "x", NeedMiB: 22 * GiB}}, want: []int{0}},
+				{holder: "a", model: "fits", variants: []gpu.Variant{{Name: "x", NeedMiB: 22 * gpu.GiB}}, want: []int{0}},
 			}},
 	}
 	for _, c := range cases {
@@ -331,12 +333,12 @@ func TestPlacementFleets(t *testing.T) {
 
 func TestPlacementChooseVariant(t *testing.T) {
 	inv := ptFleet(t, "4x11GiB")
-	q := []Variant{pt12BQ8, pt12BQ4}
-	huge := Variant{Name: "huge", NeedMiB: 100 * GiB}
+	q := []gpu.Variant{pt12BQ8, pt12BQ4}
+	huge := gpu.Variant{Name: "huge", NeedMiB: 100 * gpu.GiB}
 	cases := []struct {
 		name     string
-		others   []Allocation
-		variants []Variant
+		others   []gpu.Allocation
+		variants []gpu.Variant
 		replicas int
 		want     int
 		wantOK   bool
@@ -346,14 +348,14 @@ func TestPlacementChooseVariant(t *testing.T) {
 		{"3 workers: Q4", nil, q, 3, 1, true},
 		{"4 workers: Q4", nil, q, 4, 1, true},
 		{"5 workers: Q4 places the most", nil, q, 5, 1, false},
-		{"2 workers, a peer holds a card: Q4", []Allocation{ptLease(inv, "p", "4b", 4*GiB, LeaseReady, ptNow.Add(time.Hour), 3)}, q, 2, 1, true},
-		{"2 workers, a peer LOADING on a card: still Q4 (capacity, not timing)", []Allocation{ptLease(inv, "p", "4b", 4*GiB, LeaseLoading, ptNow.Add(time.Hour), 3)}, q, 2, 1, true},
-		{"nothing ever fits", nil, []Variant{huge}, 1, -1, false},
-		{"host full now: the preferred variant that fits an empty host", []Allocation{
-			ptLease(inv, "p", "x", 10*GiB, LeaseReady, ptNow.Add(time.Hour), 0),
-			ptLease(inv, "q", "x", 10*GiB, LeaseReady, ptNow.Add(time.Hour), 1),
-			ptLease(inv, "r", "x", 10*GiB, LeaseReady, ptNow.Add(time.Hour), 2),
-			ptLease(inv, "s", "x", 10*GiB, LeaseReady, ptNow.Add(time.Hour), 3)}, []Variant{huge, pt12BQ8, pt12BQ4}, 1, 1, false},
+		{"2 workers, a peer holds a card: Q4", []gpu.Allocation{ptLease(inv, "p", "4b", 4*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Hour), 3)}, q, 2, 1, true},
+		{"2 workers, a peer LOADING on a card: still Q4 (capacity, not timing)", []gpu.Allocation{ptLease(inv, "p", "4b", 4*gpu.GiB, gpu.LeaseLoading, ptNow.Add(time.Hour), 3)}, q, 2, 1, true},
+		{"nothing ever fits", nil, []gpu.Variant{huge}, 1, -1, false},
+		{"host full now: the preferred variant that fits an empty host", []gpu.Allocation{
+			ptLease(inv, "p", "x", 10*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Hour), 0),
+			ptLease(inv, "q", "x", 10*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Hour), 1),
+			ptLease(inv, "r", "x", 10*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Hour), 2),
+			ptLease(inv, "s", "x", 10*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Hour), 3)}, []gpu.Variant{huge, pt12BQ8, pt12BQ4}, 1, 1, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -369,20 +371,20 @@ func TestPlacementChooseVariant(t *testing.T) {
 // then every waiter retries in queue order, then (while the stream lasts) a new small claim
 // arrives, tries Admit as the last, and joins the queue if refused. It returns the tick at
 // which `watch` was granted (-1: never) and how many small claims were granted before it.
-func ptQueueSim(inv Inventory, live []Allocation, queue []Waiter, watch string, small Variant,
+func ptQueueSim(inv gpu.Inventory, live []gpu.Allocation, queue []Waiter, watch string, small gpu.Variant,
 	stream, smallLife, ticks int, useQueue bool) (granted, backfilled int) {
 	granted = -1
 	life := time.Duration(smallLife) * time.Second
-	grant := func(w Waiter, shares []Share, now time.Time, ttl time.Duration) {
-		live = append(live, Allocation{Holder: w.Holder, Model: w.Model, Variant: w.Variant.Name,
-			Shares: shares, State: LeaseReady, Expires: now.Add(ttl)})
+	grant := func(w Waiter, shares []gpu.Share, now time.Time, ttl time.Duration) {
+		live = append(live, gpu.Allocation{Holder: w.Holder, Model: w.Model, Variant: w.Variant.Name,
+			Shares: shares, State: gpu.LeaseReady, Expires: now.Add(ttl)})
 	}
 	for tick := 1; tick <= ticks; tick++ {
 		now := ptNow.Add(time.Duration(tick) * time.Second)
 		// Waiters retry in order.
 		for k := 0; k < len(queue); {
 			w := queue[k]
-			var shares []Share
+			var shares []gpu.Share
 			var ok bool
 			if useQueue {
 				shares, _, ok = Admit(inv, live, queue, w.Holder, w.Variant, now)
@@ -405,7 +407,7 @@ func ptQueueSim(inv Inventory, live []Allocation, queue []Waiter, watch string, 
 		}
 		if tick <= stream {
 			w := Waiter{Holder: fmt.Sprintf("small-%d", tick), Model: "4b", Variant: small, Since: now}
-			var shares []Share
+			var shares []gpu.Share
 			var ok bool
 			if useQueue {
 				shares, _, ok = Admit(inv, live, queue, w.Holder, small, now)
@@ -435,14 +437,14 @@ func TestPlacementQueueNoStarvation(t *testing.T) {
 	inv := ptFleet(t, "4x24GiB")
 	at := func(s int) time.Time { return ptNow.Add(time.Duration(s) * time.Second) }
 	// Cards 0 and 1 empty at ticks 10 and 20; cards 2 and 3 stay busy.
-	live := []Allocation{
-		ptLease(inv, "A", "m", 14*GiB, LeaseReady, at(10), 0),
-		ptLease(inv, "B", "m", 14*GiB, LeaseReady, at(20), 1),
-		ptLease(inv, "C", "m", 18*GiB, LeaseReady, at(1000), 2),
-		ptLease(inv, "D", "m", 18*GiB, LeaseReady, at(1000), 3),
+	live := []gpu.Allocation{
+		ptLease(inv, "A", "m", 14*gpu.GiB, gpu.LeaseReady, at(10), 0),
+		ptLease(inv, "B", "m", 14*gpu.GiB, gpu.LeaseReady, at(20), 1),
+		ptLease(inv, "C", "m", 18*gpu.GiB, gpu.LeaseReady, at(1000), 2),
+		ptLease(inv, "D", "m", 18*gpu.GiB, gpu.LeaseReady, at(1000), 3),
 	}
 	large := Waiter{Holder: "large", Model: "70b", Variant: pt70BQ4, Since: ptNow}
-	small := Variant{Name: "q4", NeedMiB: 3 * GiB}
+	small := gpu.Variant{Name: "q4", NeedMiB: 3 * gpu.GiB}
 
 	// As soon as possible: the first tick at which the large claim fits the original ledger.
 	asap := -1
@@ -473,10 +475,10 @@ func TestPlacementQueueNoStarvation(t *testing.T) {
 func TestPlacementAdmit(t *testing.T) {
 	inv := ptFleet(t, "4x24GiB")
 	fresh := ptNow.Add(time.Hour)
-	busy := []Allocation{
-		ptLease(inv, "A", "m", 14*GiB, LeaseReady, fresh, 0),
-		ptLease(inv, "B", "m", 14*GiB, LeaseReady, fresh, 1),
-		ptLease(inv, "C", "m", 14*GiB, LeaseReady, fresh, 2),
+	busy := []gpu.Allocation{
+		ptLease(inv, "A", "m", 14*gpu.GiB, gpu.LeaseReady, fresh, 0),
+		ptLease(inv, "B", "m", 14*gpu.GiB, gpu.LeaseReady, fresh, 1),
+		ptLease(inv, "C", "m", 14*gpu.GiB, gpu.LeaseReady, fresh, 2),
 	}
 	head := Waiter{Holder: "large", Model: "70b", Variant: pt70BQ4, Since: ptNow.Add(-time.Minute)}
 	two := ptFleet(t, "2x24GiB")
@@ -484,11 +486,11 @@ func TestPlacementAdmit(t *testing.T) {
 	small := Waiter{Holder: "s", Model: "4b", Variant: pt4B, Since: ptNow.Add(-time.Second)}
 	cases := []struct {
 		name   string
-		inv    Inventory
-		live   []Allocation
+		inv    gpu.Inventory
+		live   []gpu.Allocation
 		queue  []Waiter
 		holder string
-		v      Variant
+		v      gpu.Variant
 		want   []int
 		reason string
 	}{
@@ -507,7 +509,7 @@ func TestPlacementAdmit(t *testing.T) {
 			queue: []Waiter{small, head}, holder: "s", v: pt4B, want: []int{0}},
 		{name: "a small waiter ahead that still fits after: granted", inv: two,
 			queue: []Waiter{small}, holder: "t", v: pt4B, want: []int{0}},
-		{name: "does not fit at all: Fit's reason", inv: two, live: []Allocation{ptLease(two, "A", "m", 22*GiB, LeaseReady, fresh, 0, 1)},
+		{name: "does not fit at all: Fit's reason", inv: two, live: []gpu.Allocation{ptLease(two, "A", "m", 22*gpu.GiB, gpu.LeaseReady, fresh, 0, 1)},
 			holder: "s", v: pt4B, reason: "needs 4 GiB on one card: most free is 1.5 GiB"},
 	}
 	for _, c := range cases {
@@ -533,24 +535,24 @@ func TestPlacementOver(t *testing.T) {
 	fresh := ptNow.Add(time.Hour)
 	cases := []struct {
 		name string
-		live []Allocation
+		live []gpu.Allocation
 		want []string
 	}{
-		{"sound", []Allocation{ptLease(inv, "a", "m", 20*GiB, LeaseReady, fresh, 0, 1)}, nil},
-		{"exactly full is sound", []Allocation{ptLease(inv, "a", "m", 24*GiB-512, LeaseReady, fresh, 0)}, nil},
-		{"expired leases do not count", []Allocation{
-			ptLease(inv, "a", "m", 20*GiB, LeaseReady, ptNow, 0),
-			ptLease(inv, "b", "m", 20*GiB, LeaseReady, fresh, 0)}, nil},
-		{"over-committed card", []Allocation{
-			ptLease(inv, "a", "m", 20*GiB, LeaseReady, fresh, 0),
-			ptLease(inv, "b", "m", 4*GiB, LeaseReady, fresh, 0)},
+		{"sound", []gpu.Allocation{ptLease(inv, "a", "m", 20*gpu.GiB, gpu.LeaseReady, fresh, 0, 1)}, nil},
+		{"exactly full is sound", []gpu.Allocation{ptLease(inv, "a", "m", 24*gpu.GiB-512, gpu.LeaseReady, fresh, 0)}, nil},
+		{"expired leases do not count", []gpu.Allocation{
+			ptLease(inv, "a", "m", 20*gpu.GiB, gpu.LeaseReady, ptNow, 0),
+			ptLease(inv, "b", "m", 20*gpu.GiB, gpu.LeaseReady, fresh, 0)}, nil},
+		{"over-committed card", []gpu.Allocation{
+			ptLease(inv, "a", "m", 20*gpu.GiB, gpu.LeaseReady, fresh, 0),
+			ptLease(inv, "b", "m", 4*gpu.GiB, gpu.LeaseReady, fresh, 0)},
 			[]string{"GPU 0 (GPU-declared-h-0): 24 GiB leased > 23.5 GiB usable"}},
-		{"half-granted leases", []Allocation{
+		{"half-granted leases", []gpu.Allocation{
 			{Holder: "a", Expires: fresh},
-			{Holder: "b", Expires: fresh, Shares: []Share{{UUID: "GPU-gone", MiB: 1}}},
-			{Holder: "c", Expires: fresh, Shares: []Share{{UUID: inv.GPUs[0].UUID, MiB: 1}, {UUID: inv.GPUs[0].UUID, MiB: 1}}},
-			{Holder: "d", Expires: fresh, Shares: []Share{{UUID: inv.GPUs[1].UUID, MiB: 0}}},
-			{Holder: "d", Expires: fresh, Shares: []Share{{UUID: inv.GPUs[1].UUID, MiB: 1}}}},
+			{Holder: "b", Expires: fresh, Shares: []gpu.Share{{UUID: "GPU-gone", MiB: 1}}},
+			{Holder: "c", Expires: fresh, Shares: []gpu.Share{{UUID: inv.GPUs[0].UUID, MiB: 1}, {UUID: inv.GPUs[0].UUID, MiB: 1}}},
+			{Holder: "d", Expires: fresh, Shares: []gpu.Share{{UUID: inv.GPUs[1].UUID, MiB: 0}}},
+			{Holder: "d", Expires: fresh, Shares: []gpu.Share{{UUID: inv.GPUs[1].UUID, MiB: 1}}}},
 			[]string{
 				"lease a: no GPUs",
 				"lease b: share on unknown GPU GPU-gone",
@@ -573,12 +575,12 @@ func TestPlacementOver(t *testing.T) {
 func TestPlacementDeterministic(t *testing.T) {
 	inv := ptFleet(t, "8x80GiB:nvlink-pairs")
 	fresh := ptNow.Add(time.Hour)
-	live := []Allocation{
-		ptLease(inv, "a", "m", 30*GiB, LeaseReady, fresh, 0),
-		ptLease(inv, "b", "m", 60*GiB, LeaseReady, fresh, 3),
-		ptLease(inv, "c", "m", 10*GiB, LeaseReady, fresh, 6),
+	live := []gpu.Allocation{
+		ptLease(inv, "a", "m", 30*gpu.GiB, gpu.LeaseReady, fresh, 0),
+		ptLease(inv, "b", "m", 60*gpu.GiB, gpu.LeaseReady, fresh, 3),
+		ptLease(inv, "c", "m", 10*gpu.GiB, gpu.LeaseReady, fresh, 6),
 	}
-	for _, v := range []Variant{pt8B16, pt50G, pt70B16, pt235B} {
+	for _, v := range []gpu.Variant{pt8B16, pt50G, pt70B16, pt235B} {
 		want, _, _ := Fit(inv, live, v, ptNow)
 		rev := slices.Clone(live)
 		slices.Reverse(rev)
@@ -594,20 +596,20 @@ func TestPlacementDeterministic(t *testing.T) {
 // sequences, through Fit and Admit, never over-commit a card, never grant a half group, never
 // start a load on a LOADING card, and every group has a size the variant allows.
 func TestPlacementPropertyNeverOverCommits(t *testing.T) {
-	sizes := []MiB{11 * GiB, 12 * GiB, 16 * GiB, 24 * GiB, 40 * GiB, 48 * GiB, 80 * GiB}
-	links := []Link{LinkUnknown, LinkCrossCPU, LinkSameCPU, LinkSameSwitch, LinkNVLink}
+	sizes := []gpu.MiB{11 * gpu.GiB, 12 * gpu.GiB, 16 * gpu.GiB, 24 * gpu.GiB, 40 * gpu.GiB, 48 * gpu.GiB, 80 * gpu.GiB}
+	links := []gpu.Link{gpu.LinkUnknown, gpu.LinkCrossCPU, gpu.LinkSameCPU, gpu.LinkSameSwitch, gpu.LinkNVLink}
 	for seed := range uint64(40) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 0x5ea1))
 			n := 1 + rng.IntN(8)
-			inv := Inventory{Host: "p", ReserveMiB: MiB(rng.IntN(4)) * 256}
+			inv := gpu.Inventory{Host: "p", ReserveMiB: gpu.MiB(rng.IntN(4)) * 256}
 			for i := range n {
-				inv.GPUs = append(inv.GPUs, GPU{Index: i, UUID: fmt.Sprintf("GPU-p-%d", i), TotalMiB: sizes[rng.IntN(len(sizes))]})
+				inv.GPUs = append(inv.GPUs, gpu.GPU{Index: i, UUID: fmt.Sprintf("GPU-p-%d", i), TotalMiB: sizes[rng.IntN(len(sizes))]})
 			}
 			if rng.IntN(2) == 0 {
-				inv.Links = make([][]Link, n)
+				inv.Links = make([][]gpu.Link, n)
 				for i := range n {
-					inv.Links[i] = make([]Link, n)
+					inv.Links[i] = make([]gpu.Link, n)
 				}
 				for i := range n {
 					for j := i + 1; j < n; j++ {
@@ -616,19 +618,19 @@ func TestPlacementPropertyNeverOverCommits(t *testing.T) {
 					}
 				}
 			}
-			var live []Allocation
+			var live []gpu.Allocation
 			var queue []Waiter
 			now := ptNow
 			for step := range 300 {
 				now = now.Add(time.Duration(rng.IntN(3)) * time.Second)
 				switch op := rng.IntN(10); {
 				case op < 6: // claim
-					v := Variant{Name: "v", NeedMiB: MiB(1 + rng.IntN(int(100*GiB))), PerGPUOverheadMiB: MiB(rng.IntN(1024))}
+					v := gpu.Variant{Name: "v", NeedMiB: gpu.MiB(1 + rng.IntN(int(100*gpu.GiB))), PerGPUOverheadMiB: gpu.MiB(rng.IntN(1024))}
 					if rng.IntN(3) == 0 {
 						v.GroupSizes = [][]int{{1}, {2}, {1, 2}, {2, 4}, {3}}[rng.IntN(5)]
 					}
 					holder := fmt.Sprintf("h%d", step)
-					var shares []Share
+					var shares []gpu.Share
 					var ok bool
 					if rng.IntN(2) == 0 {
 						shares, _, ok = Fit(inv, live, v, now)
@@ -649,7 +651,7 @@ func TestPlacementPropertyNeverOverCommits(t *testing.T) {
 					if !slices.Contains(allowed, len(idx)) {
 						t.Fatalf("step %d: group of %d, variant allows %v", step, len(idx), allowed)
 					}
-					l := plNewLedger(&inv, live, now, true)
+					l := newLedger(&inv, live, now, true)
 					for _, i := range idx {
 						if l.cards[i].loading {
 							t.Fatalf("step %d: load started on GPU %d, which is LOADING", step, i)
@@ -658,17 +660,17 @@ func TestPlacementPropertyNeverOverCommits(t *testing.T) {
 							t.Fatalf("step %d: group on GPU %d, which is not wholly free", step, i)
 						}
 					}
-					state := LeaseReady
+					state := gpu.LeaseReady
 					if rng.IntN(2) == 0 {
-						state = LeaseLoading
+						state = gpu.LeaseLoading
 					}
-					live = append(live, Allocation{Holder: holder, Model: "m", Shares: shares, State: state,
+					live = append(live, gpu.Allocation{Holder: holder, Model: "m", Shares: shares, State: state,
 						Expires: now.Add(time.Duration(1+rng.IntN(60)) * time.Second)})
 				case op < 8 && len(live) > 0: // release
 					k := rng.IntN(len(live))
 					live = slices.Delete(live, k, k+1)
 				case op < 9 && len(live) > 0: // load finishes
-					live[rng.IntN(len(live))].State = LeaseReady
+					live[rng.IntN(len(live))].State = gpu.LeaseReady
 				case len(queue) > 0: // a waiter gives up
 					k := rng.IntN(len(queue))
 					queue = slices.Delete(queue, k, k+1)
@@ -681,24 +683,24 @@ func TestPlacementPropertyNeverOverCommits(t *testing.T) {
 	}
 }
 
-func ptBenchLedger(b *testing.B) (Inventory, []Allocation) {
+func ptBenchLedger(b *testing.B) (gpu.Inventory, []gpu.Allocation) {
 	inv := ptFleet(b, "8x80GiB:nvlink-pairs")
 	fresh := ptNow.Add(time.Hour)
-	return inv, []Allocation{
-		ptLease(inv, "a", "m1", 30*GiB, LeaseReady, fresh, 0),
-		ptLease(inv, "b", "m2", 17*GiB, LeaseReady, fresh, 0),
-		ptLease(inv, "c", "m3", 60*GiB, LeaseReady, fresh, 3),
-		ptLease(inv, "d", "m4", 71*GiB, LeaseReady, fresh, 4, 5),
-		ptLease(inv, "e", "m5", 10*GiB, LeaseLoading, fresh, 6),
-		ptLease(inv, "f", "m6", 10*GiB, LeaseReady, ptNow, 7),
+	return inv, []gpu.Allocation{
+		ptLease(inv, "a", "m1", 30*gpu.GiB, gpu.LeaseReady, fresh, 0),
+		ptLease(inv, "b", "m2", 17*gpu.GiB, gpu.LeaseReady, fresh, 0),
+		ptLease(inv, "c", "m3", 60*gpu.GiB, gpu.LeaseReady, fresh, 3),
+		ptLease(inv, "d", "m4", 71*gpu.GiB, gpu.LeaseReady, fresh, 4, 5),
+		ptLease(inv, "e", "m5", 10*gpu.GiB, gpu.LeaseLoading, fresh, 6),
+		ptLease(inv, "f", "m6", 10*gpu.GiB, gpu.LeaseReady, ptNow, 7),
 	}
 }
 
 // BenchmarkFit: one placement on an 8-GPU host with a few leases (must be microseconds).
 func BenchmarkFit(b *testing.B) {
 	inv, live := ptBenchLedger(b)
-	for _, v := range []Variant{pt8B16, pt70B16, pt235B} {
-		b.Run(v.Name+"/"+plGiB(v.NeedMiB)+"GiB", func(b *testing.B) {
+	for _, v := range []gpu.Variant{pt8B16, pt70B16, pt235B} {
+		b.Run(v.Name+"/"+inGiB(v.NeedMiB)+"GiB", func(b *testing.B) {
 			for b.Loop() {
 				Fit(inv, live, v, ptNow)
 			}
@@ -709,7 +711,7 @@ func BenchmarkFit(b *testing.B) {
 // BenchmarkChooseVariant: 4 replicas, three variants, the last the one that fits.
 func BenchmarkChooseVariant(b *testing.B) {
 	inv, live := ptBenchLedger(b)
-	variants := []Variant{pt235B, pt70B16, pt8B16}
+	variants := []gpu.Variant{pt235B, pt70B16, pt8B16}
 	for b.Loop() {
 		ChooseVariant(inv, live, variants, 4, ptNow)
 	}
