@@ -13,10 +13,10 @@ import (
 
 // Test helpers are prefixed pt: other files of this package have their own tests.
 
-var ptNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 
-// ptFleet is a declared host with the usual 512 MiB reserve per card.
-func ptFleet(t testing.TB, spec string) gpu.Inventory {
+// fleet is a declared host with the usual 512 MiB reserve per card.
+func fleet(t testing.TB, spec string) gpu.Inventory {
 	t.Helper()
 	inv, err := gpu.ParseDeclared("h", spec)
 	if err != nil {
@@ -26,8 +26,8 @@ func ptFleet(t testing.TB, spec string) gpu.Inventory {
 	return inv
 }
 
-// ptTwoSockets makes GPUs 0-3 and 4-7 of an nvlink-pairs host sit on different CPUs.
-func ptTwoSockets(inv gpu.Inventory) gpu.Inventory {
+// twoSockets makes GPUs 0-3 and 4-7 of an nvlink-pairs host sit on different CPUs.
+func twoSockets(inv gpu.Inventory) gpu.Inventory {
 	for i := range inv.Links {
 		for j := range inv.Links[i] {
 			if i/4 != j/4 {
@@ -38,7 +38,7 @@ func ptTwoSockets(inv gpu.Inventory) gpu.Inventory {
 	return inv
 }
 
-func ptLease(inv gpu.Inventory, holder, model string, mib gpu.MiB, state gpu.LeaseState, expires time.Time, gpus ...int) gpu.Allocation {
+func alloc(inv gpu.Inventory, holder, model string, mib gpu.MiB, state gpu.LeaseState, expires time.Time, gpus ...int) gpu.Allocation {
 	a := gpu.Allocation{Holder: holder, Model: model, Variant: "v", State: state, Expires: expires}
 	for _, i := range gpus {
 		a.Shares = append(a.Shares, gpu.Share{UUID: inv.GPUs[i].UUID, MiB: mib})
@@ -46,8 +46,8 @@ func ptLease(inv gpu.Inventory, holder, model string, mib gpu.MiB, state gpu.Lea
 	return a
 }
 
-// ptIdx turns shares back into GPU indices.
-func ptIdx(inv gpu.Inventory, shares []gpu.Share) []int {
+// gpuIndices turns shares back into GPU indices.
+func gpuIndices(inv gpu.Inventory, shares []gpu.Share) []int {
 	var out []int
 	for _, s := range shares {
 		out = append(out, indexOf(&inv, s.UUID))
@@ -55,31 +55,31 @@ func ptIdx(inv gpu.Inventory, shares []gpu.Share) []int {
 	return out
 }
 
-func ptGiB(g float64) gpu.MiB { return gpu.MiB(g * float64(gpu.GiB)) }
+func gib(g float64) gpu.MiB { return gpu.MiB(g * float64(gpu.GiB)) }
 
 // Model variants of the issue's failures and of the fleets below (NeedMiB = weights + KV).
 var (
-	pt12BQ8  = gpu.Variant{Name: "q8", NeedMiB: ptGiB(12.5), PerGPUOverheadMiB: 512} // 2×6.8 GiB on 2 cards
-	pt12BQ4  = gpu.Variant{Name: "q4", NeedMiB: 7 * gpu.GiB, PerGPUOverheadMiB: 512}
-	pt27BQ4  = gpu.Variant{Name: "q4", NeedMiB: 17 * gpu.GiB, PerGPUOverheadMiB: 512}
-	pt4B     = gpu.Variant{Name: "q8", NeedMiB: ptGiB(3.5), PerGPUOverheadMiB: 512}
-	pt70BQ4  = gpu.Variant{Name: "q4", NeedMiB: 40 * gpu.GiB, PerGPUOverheadMiB: 512}
-	pt13BQ8  = gpu.Variant{Name: "q8", NeedMiB: 13 * gpu.GiB, PerGPUOverheadMiB: 512}
-	pt13BQ4  = gpu.Variant{Name: "q4", NeedMiB: ptGiB(7.5), PerGPUOverheadMiB: 512}
-	pt7BQ4   = gpu.Variant{Name: "q4", NeedMiB: ptGiB(4.5), PerGPUOverheadMiB: 512}
-	pt3B     = gpu.Variant{Name: "q8", NeedMiB: 2 * gpu.GiB, PerGPUOverheadMiB: 512}
-	pt1B     = gpu.Variant{Name: "q8", NeedMiB: ptGiB(1.2), PerGPUOverheadMiB: 512}
-	pt8B     = gpu.Variant{Name: "q8", NeedMiB: 8 * gpu.GiB, PerGPUOverheadMiB: 512}
-	pt30BQ4  = gpu.Variant{Name: "q4", NeedMiB: 18 * gpu.GiB, PerGPUOverheadMiB: 512}
-	pt70B16  = gpu.Variant{Name: "bf16", NeedMiB: 140 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
-	pt8B16   = gpu.Variant{Name: "bf16", NeedMiB: 16 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
-	pt30G    = gpu.Variant{Name: "fp8", NeedMiB: 30 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
-	pt50G    = gpu.Variant{Name: "fp8", NeedMiB: 50 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
-	pt235B   = gpu.Variant{Name: "fp8", NeedMiB: 240 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
-	pt405B16 = gpu.Variant{Name: "bf16", NeedMiB: 810 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
+	m12BQ8  = gpu.Variant{Name: "q8", NeedMiB: gib(12.5), PerGPUOverheadMiB: 512} // 2×6.8 GiB on 2 cards
+	m12BQ4  = gpu.Variant{Name: "q4", NeedMiB: 7 * gpu.GiB, PerGPUOverheadMiB: 512}
+	m27BQ4  = gpu.Variant{Name: "q4", NeedMiB: 17 * gpu.GiB, PerGPUOverheadMiB: 512}
+	m4B     = gpu.Variant{Name: "q8", NeedMiB: gib(3.5), PerGPUOverheadMiB: 512}
+	m70BQ4  = gpu.Variant{Name: "q4", NeedMiB: 40 * gpu.GiB, PerGPUOverheadMiB: 512}
+	m13BQ8  = gpu.Variant{Name: "q8", NeedMiB: 13 * gpu.GiB, PerGPUOverheadMiB: 512}
+	m13BQ4  = gpu.Variant{Name: "q4", NeedMiB: gib(7.5), PerGPUOverheadMiB: 512}
+	m7BQ4   = gpu.Variant{Name: "q4", NeedMiB: gib(4.5), PerGPUOverheadMiB: 512}
+	m3B     = gpu.Variant{Name: "q8", NeedMiB: 2 * gpu.GiB, PerGPUOverheadMiB: 512}
+	m1B     = gpu.Variant{Name: "q8", NeedMiB: gib(1.2), PerGPUOverheadMiB: 512}
+	m8B     = gpu.Variant{Name: "q8", NeedMiB: 8 * gpu.GiB, PerGPUOverheadMiB: 512}
+	m30BQ4  = gpu.Variant{Name: "q4", NeedMiB: 18 * gpu.GiB, PerGPUOverheadMiB: 512}
+	m70B16  = gpu.Variant{Name: "bf16", NeedMiB: 140 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
+	m8B16   = gpu.Variant{Name: "bf16", NeedMiB: 16 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
+	m30G    = gpu.Variant{Name: "fp8", NeedMiB: 30 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
+	m50G    = gpu.Variant{Name: "fp8", NeedMiB: 50 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
+	m235B   = gpu.Variant{Name: "fp8", NeedMiB: 240 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
+	m405B16 = gpu.Variant{Name: "bf16", NeedMiB: 810 * gpu.GiB, PerGPUOverheadMiB: gpu.GiB}
 )
 
-type ptStep struct {
+type step struct {
 	holder, model string
 	variants      []gpu.Variant
 	replicas      int    // workers of this model (ChooseVariant); 0 means 1
@@ -88,16 +88,16 @@ type ptStep struct {
 	reason        string // refused: a substring of the reason
 }
 
-type ptCase struct {
+type scenario struct {
 	name  string
 	inv   gpu.Inventory
 	live  []gpu.Allocation // the ledger before the steps
-	steps []ptStep
+	steps []step
 }
 
-// ptRun plays the steps as the lease client would: ChooseVariant against the other models'
+// play plays the steps as the lease client would: ChooseVariant against the other models'
 // leases, then Fit against the whole ledger; a grant joins the ledger as ready.
-func ptRun(t *testing.T, c ptCase) {
+func play(t *testing.T, c scenario) {
 	t.Helper()
 	live := slices.Clone(c.live)
 	for k, st := range c.steps {
@@ -107,7 +107,7 @@ func ptRun(t *testing.T, c ptCase) {
 				others = append(others, a)
 			}
 		}
-		vi, _ := ChooseVariant(c.inv, others, st.variants, max(st.replicas, 1), ptNow)
+		vi, _ := ChooseVariant(c.inv, others, st.variants, max(st.replicas, 1), t0)
 		v := st.variants[0]
 		if vi >= 0 {
 			v = st.variants[vi]
@@ -115,8 +115,8 @@ func ptRun(t *testing.T, c ptCase) {
 		if st.wantVar != "" && v.Name != st.wantVar {
 			t.Errorf("step %d (%s): variant got %s (index %d), want %s", k, st.holder, v.Name, vi, st.wantVar)
 		}
-		shares, reason, ok := Fit(c.inv, live, v, ptNow)
-		got := ptIdx(c.inv, shares)
+		shares, reason, ok := Fit(c.inv, live, v, t0)
+		got := gpuIndices(c.inv, shares)
 		switch {
 		case st.want == nil && ok:
 			t.Errorf("step %d (%s, %s): got GPUs %v, want refused (%q)", k, st.holder, v.Name, got, st.reason)
@@ -129,211 +129,211 @@ func ptRun(t *testing.T, c ptCase) {
 		}
 		if ok {
 			live = append(live, gpu.Allocation{Holder: st.holder, Model: st.model, Variant: v.Name,
-				Shares: shares, State: gpu.LeaseReady, Expires: ptNow.Add(time.Hour)})
+				Shares: shares, State: gpu.LeaseReady, Expires: t0.Add(time.Hour)})
 		}
-		if over := Over(c.inv, live, ptNow); len(over) > 0 {
+		if over := Over(c.inv, live, t0); len(over) > 0 {
 			t.Errorf("step %d: ledger broken: %v", k, over)
 		}
 	}
 }
 
 func TestPlacementFailures(t *testing.T) {
-	q := []gpu.Variant{pt12BQ8, pt12BQ4}
-	cases := []ptCase{
-		{name: "a/12.5GiB Q8 on 4x11GiB, 2 workers: 2 cards each", inv: ptFleet(t, "4x11GiB"),
-			steps: []ptStep{
+	q := []gpu.Variant{m12BQ8, m12BQ4}
+	cases := []scenario{
+		{name: "a/12.5GiB Q8 on 4x11GiB, 2 workers: 2 cards each", inv: fleet(t, "4x11GiB"),
+			steps: []step{
 				{holder: "w1", model: "12b", variants: q, replicas: 2, wantVar: "q8", want: []int{0, 1}},
 				{holder: "w2", model: "12b", variants: q, replicas: 2, wantVar: "q8", want: []int{2, 3}},
 			}},
-		{name: "a/12.5GiB Q8 on 4x11GiB, 4 workers: Q4 on 1 card each", inv: ptFleet(t, "4x11GiB"),
-			steps: []ptStep{
+		{name: "a/12.5GiB Q8 on 4x11GiB, 4 workers: Q4 on 1 card each", inv: fleet(t, "4x11GiB"),
+			steps: []step{
 				{holder: "w1", model: "12b", variants: q, replicas: 4, wantVar: "q4", want: []int{0}},
 				{holder: "w2", model: "12b", variants: q, replicas: 4, wantVar: "q4", want: []int{1}},
 				{holder: "w3", model: "12b", variants: q, replicas: 4, wantVar: "q4", want: []int{2}},
 				{holder: "w4", model: "12b", variants: q, replicas: 4, wantVar: "q4", want: []int{3}},
 			}},
-		{name: "b/2x24GiB, 27B first then 4B: separate cards", inv: ptFleet(t, "2x24GiB"),
-			steps: []ptStep{
-				{holder: "big", model: "27b", variants: []gpu.Variant{pt27BQ4}, want: []int{0}},
-				{holder: "small", model: "4b", variants: []gpu.Variant{pt4B}, want: []int{1}},
+		{name: "b/2x24GiB, 27B first then 4B: separate cards", inv: fleet(t, "2x24GiB"),
+			steps: []step{
+				{holder: "big", model: "27b", variants: []gpu.Variant{m27BQ4}, want: []int{0}},
+				{holder: "small", model: "4b", variants: []gpu.Variant{m4B}, want: []int{1}},
 			}},
-		{name: "b/2x24GiB, 4B first then 27B: separate cards", inv: ptFleet(t, "2x24GiB"),
-			steps: []ptStep{
-				{holder: "small", model: "4b", variants: []gpu.Variant{pt4B}, want: []int{0}},
-				{holder: "big", model: "27b", variants: []gpu.Variant{pt27BQ4}, want: []int{1}},
+		{name: "b/2x24GiB, 4B first then 27B: separate cards", inv: fleet(t, "2x24GiB"),
+			steps: []step{
+				{holder: "small", model: "4b", variants: []gpu.Variant{m4B}, want: []int{0}},
+				{holder: "big", model: "27b", variants: []gpu.Variant{m27BQ4}, want: []int{1}},
 			}},
-		{name: "c/3x24GiB, 4B models share a card, the pair stays whole", inv: ptFleet(t, "3x24GiB"),
-			steps: []ptStep{
-				{holder: "s1", model: "4b-a", variants: []gpu.Variant{pt4B}, want: []int{0}},
-				{holder: "s2", model: "4b-b", variants: []gpu.Variant{pt4B}, want: []int{0}},
-				{holder: "s3", model: "4b-c", variants: []gpu.Variant{pt4B}, want: []int{0}},
-				{holder: "big", model: "70b", variants: []gpu.Variant{pt70BQ4}, want: []int{1, 2}},
+		{name: "c/3x24GiB, 4B models share a card, the pair stays whole", inv: fleet(t, "3x24GiB"),
+			steps: []step{
+				{holder: "s1", model: "4b-a", variants: []gpu.Variant{m4B}, want: []int{0}},
+				{holder: "s2", model: "4b-b", variants: []gpu.Variant{m4B}, want: []int{0}},
+				{holder: "s3", model: "4b-c", variants: []gpu.Variant{m4B}, want: []int{0}},
+				{holder: "big", model: "70b", variants: []gpu.Variant{m70BQ4}, want: []int{1, 2}},
 			}},
-		{name: "c/3x24GiB, interleaved arrivals", inv: ptFleet(t, "3x24GiB"),
-			steps: []ptStep{
-				{holder: "s1", model: "4b-a", variants: []gpu.Variant{pt4B}, want: []int{0}},
-				{holder: "big", model: "70b", variants: []gpu.Variant{pt70BQ4}, want: []int{1, 2}},
-				{holder: "s2", model: "4b-b", variants: []gpu.Variant{pt4B}, want: []int{0}},
-				{holder: "s3", model: "4b-c", variants: []gpu.Variant{pt4B}, want: []int{0}},
+		{name: "c/3x24GiB, interleaved arrivals", inv: fleet(t, "3x24GiB"),
+			steps: []step{
+				{holder: "s1", model: "4b-a", variants: []gpu.Variant{m4B}, want: []int{0}},
+				{holder: "big", model: "70b", variants: []gpu.Variant{m70BQ4}, want: []int{1, 2}},
+				{holder: "s2", model: "4b-b", variants: []gpu.Variant{m4B}, want: []int{0}},
+				{holder: "s3", model: "4b-c", variants: []gpu.Variant{m4B}, want: []int{0}},
 			}},
-		{name: "c/3x24GiB, large first", inv: ptFleet(t, "3x24GiB"),
-			steps: []ptStep{
-				{holder: "big", model: "70b", variants: []gpu.Variant{pt70BQ4}, want: []int{0, 1}},
-				{holder: "s1", model: "4b-a", variants: []gpu.Variant{pt4B}, want: []int{2}},
-				{holder: "s2", model: "4b-b", variants: []gpu.Variant{pt4B}, want: []int{2}},
-				{holder: "s3", model: "4b-c", variants: []gpu.Variant{pt4B}, want: []int{2}},
+		{name: "c/3x24GiB, large first", inv: fleet(t, "3x24GiB"),
+			steps: []step{
+				{holder: "big", model: "70b", variants: []gpu.Variant{m70BQ4}, want: []int{0, 1}},
+				{holder: "s1", model: "4b-a", variants: []gpu.Variant{m4B}, want: []int{2}},
+				{holder: "s2", model: "4b-b", variants: []gpu.Variant{m4B}, want: []int{2}},
+				{holder: "s3", model: "4b-c", variants: []gpu.Variant{m4B}, want: []int{2}},
 			}},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) { ptRun(t, c) })
+		t.Run(c.name, func(t *testing.T) { play(t, c) })
 	}
 }
 
 func TestPlacementFleets(t *testing.T) {
-	fresh := ptNow.Add(time.Hour)
-	nv := ptFleet(t, "8x80GiB:nvlink-pairs")
-	sockets := ptTwoSockets(ptFleet(t, "8x80GiB:nvlink-pairs"))
-	one80 := ptFleet(t, "1x80GiB")
-	var pack []ptStep
+	fresh := t0.Add(time.Hour)
+	nv := fleet(t, "8x80GiB:nvlink-pairs")
+	sockets := twoSockets(fleet(t, "8x80GiB:nvlink-pairs"))
+	one80 := fleet(t, "1x80GiB")
+	var pack []step
 	for k := range 14 {
-		pack = append(pack, ptStep{holder: fmt.Sprintf("s%d", k), model: fmt.Sprintf("4b-%d", k),
-			variants: []gpu.Variant{pt4B}, want: []int{0}})
+		pack = append(pack, step{holder: fmt.Sprintf("s%d", k), model: fmt.Sprintf("4b-%d", k),
+			variants: []gpu.Variant{m4B}, want: []int{0}})
 	}
 	pack = append(pack,
-		ptStep{holder: "m1", model: "8b-a", variants: []gpu.Variant{pt8B16}, want: []int{0}},
-		ptStep{holder: "m2", model: "8b-b", variants: []gpu.Variant{pt8B16}, reason: "needs 17 GiB on one card: most free is 6.5 GiB (GPU 0)"})
-	reserve := ptFleet(t, "1x24GiB")
+		step{holder: "m1", model: "8b-a", variants: []gpu.Variant{m8B16}, want: []int{0}},
+		step{holder: "m2", model: "8b-b", variants: []gpu.Variant{m8B16}, reason: "needs 17 GiB on one card: most free is 6.5 GiB (GPU 0)"})
+	reserve := fleet(t, "1x24GiB")
 	reserve.ReserveMiB = 2 * gpu.GiB
-	two24 := ptFleet(t, "2x24GiB")
-	one24 := ptFleet(t, "1x24GiB")
+	two24 := fleet(t, "2x24GiB")
+	one24 := fleet(t, "1x24GiB")
 
-	cases := []ptCase{
-		{name: "1x11GiB: small models share the card, the next is refused", inv: ptFleet(t, "1x11GiB"),
-			steps: []ptStep{
-				{holder: "a", model: "7b", variants: []gpu.Variant{pt7BQ4}, want: []int{0}},
-				{holder: "b", model: "3b", variants: []gpu.Variant{pt3B}, want: []int{0}},
-				{holder: "c", model: "1b", variants: []gpu.Variant{pt1B}, want: []int{0}},
-				{holder: "d", model: "7b-b", variants: []gpu.Variant{pt7BQ4}, reason: "needs 5 GiB on one card: most free is 1.3 GiB (GPU 0)"},
+	cases := []scenario{
+		{name: "1x11GiB: small models share the card, the next is refused", inv: fleet(t, "1x11GiB"),
+			steps: []step{
+				{holder: "a", model: "7b", variants: []gpu.Variant{m7BQ4}, want: []int{0}},
+				{holder: "b", model: "3b", variants: []gpu.Variant{m3B}, want: []int{0}},
+				{holder: "c", model: "1b", variants: []gpu.Variant{m1B}, want: []int{0}},
+				{holder: "d", model: "7b-b", variants: []gpu.Variant{m7BQ4}, reason: "needs 5 GiB on one card: most free is 1.3 GiB (GPU 0)"},
 			}},
 		{name: "2x24GiB: a 40GiB model spans both, a 4B is then refused", inv: two24,
-			steps: []ptStep{
-				{holder: "big", model: "70b", variants: []gpu.Variant{pt70BQ4}, want: []int{0, 1}},
-				{holder: "s", model: "4b", variants: []gpu.Variant{pt4B}, reason: "needs 4 GiB on one card: most free is 3 GiB"},
+			steps: []step{
+				{holder: "big", model: "70b", variants: []gpu.Variant{m70BQ4}, want: []int{0, 1}},
+				{holder: "s", model: "4b", variants: []gpu.Variant{m4B}, reason: "needs 4 GiB on one card: most free is 3 GiB"},
 			}},
 		{name: "2x24GiB: three 13B workers fall back to Q4, two share a card", inv: two24,
-			steps: []ptStep{
-				{holder: "w1", model: "13b", variants: []gpu.Variant{pt13BQ8, pt13BQ4}, replicas: 3, wantVar: "q4", want: []int{0}},
-				{holder: "w2", model: "13b", variants: []gpu.Variant{pt13BQ8, pt13BQ4}, replicas: 3, wantVar: "q4", want: []int{0}},
-				{holder: "w3", model: "13b", variants: []gpu.Variant{pt13BQ8, pt13BQ4}, replicas: 3, wantVar: "q4", want: []int{1}},
+			steps: []step{
+				{holder: "w1", model: "13b", variants: []gpu.Variant{m13BQ8, m13BQ4}, replicas: 3, wantVar: "q4", want: []int{0}},
+				{holder: "w2", model: "13b", variants: []gpu.Variant{m13BQ8, m13BQ4}, replicas: 3, wantVar: "q4", want: []int{0}},
+				{holder: "w3", model: "13b", variants: []gpu.Variant{m13BQ8, m13BQ4}, replicas: 3, wantVar: "q4", want: []int{1}},
 			}},
 		{name: "2x24GiB: two 13B workers keep Q8, one card each", inv: two24,
-			steps: []ptStep{
-				{holder: "w1", model: "13b", variants: []gpu.Variant{pt13BQ8, pt13BQ4}, replicas: 2, wantVar: "q8", want: []int{0}},
-				{holder: "w2", model: "13b", variants: []gpu.Variant{pt13BQ8, pt13BQ4}, replicas: 2, wantVar: "q8", want: []int{1}},
+			steps: []step{
+				{holder: "w1", model: "13b", variants: []gpu.Variant{m13BQ8, m13BQ4}, replicas: 2, wantVar: "q8", want: []int{0}},
+				{holder: "w2", model: "13b", variants: []gpu.Variant{m13BQ8, m13BQ4}, replicas: 2, wantVar: "q8", want: []int{1}},
 			}},
-		{name: "4x11GiB: 4B models pack two a card, Q8 12B takes the free pair", inv: ptFleet(t, "4x11GiB"),
-			steps: []ptStep{
-				{holder: "s1", model: "4b-a", variants: []gpu.Variant{pt4B}, want: []int{0}},
-				{holder: "s2", model: "4b-b", variants: []gpu.Variant{pt4B}, want: []int{0}},
-				{holder: "s3", model: "4b-c", variants: []gpu.Variant{pt4B}, want: []int{1}},
-				{holder: "w", model: "12b", variants: []gpu.Variant{pt12BQ8, pt12BQ4}, wantVar: "q8", want: []int{2, 3}},
-				{holder: "w2", model: "12b-b", variants: []gpu.Variant{pt12BQ8, pt12BQ4}, wantVar: "q8",
+		{name: "4x11GiB: 4B models pack two a card, Q8 12B takes the free pair", inv: fleet(t, "4x11GiB"),
+			steps: []step{
+				{holder: "s1", model: "4b-a", variants: []gpu.Variant{m4B}, want: []int{0}},
+				{holder: "s2", model: "4b-b", variants: []gpu.Variant{m4B}, want: []int{0}},
+				{holder: "s3", model: "4b-c", variants: []gpu.Variant{m4B}, want: []int{1}},
+				{holder: "w", model: "12b", variants: []gpu.Variant{m12BQ8, m12BQ4}, wantVar: "q8", want: []int{2, 3}},
+				{holder: "w2", model: "12b-b", variants: []gpu.Variant{m12BQ8, m12BQ4}, wantVar: "q8",
 					reason: "needs 2×6.8 GiB on wholly free cards; no free card large enough"},
 			}},
-		{name: "4x24GiB+1x11GiB: the 11GiB card takes what it fits, groups avoid it", inv: ptFleet(t, "4x24GiB,1x11GiB"),
-			steps: []ptStep{
-				{holder: "m8", model: "8b", variants: []gpu.Variant{pt8B}, want: []int{4}},
-				{holder: "m30", model: "30b", variants: []gpu.Variant{pt30BQ4}, want: []int{0}},
-				{holder: "m4", model: "4b", variants: []gpu.Variant{pt4B}, want: []int{1}},
-				{holder: "m70", model: "70b", variants: []gpu.Variant{pt70BQ4}, want: []int{2, 3}},
-				{holder: "m4b", model: "4b-b", variants: []gpu.Variant{pt4B}, want: []int{1}},
+		{name: "4x24GiB+1x11GiB: the 11GiB card takes what it fits, groups avoid it", inv: fleet(t, "4x24GiB,1x11GiB"),
+			steps: []step{
+				{holder: "m8", model: "8b", variants: []gpu.Variant{m8B}, want: []int{4}},
+				{holder: "m30", model: "30b", variants: []gpu.Variant{m30BQ4}, want: []int{0}},
+				{holder: "m4", model: "4b", variants: []gpu.Variant{m4B}, want: []int{1}},
+				{holder: "m70", model: "70b", variants: []gpu.Variant{m70BQ4}, want: []int{2, 3}},
+				{holder: "m4b", model: "4b-b", variants: []gpu.Variant{m4B}, want: []int{1}},
 			}},
 		{name: "8x80GiB nvlink pairs: 2-GPU models take whole NVLink pairs", inv: nv,
-			live: []gpu.Allocation{ptLease(nv, "x", "8b-x", 17*gpu.GiB, gpu.LeaseReady, fresh, 0)},
-			steps: []ptStep{
-				{holder: "a", model: "70b-a", variants: []gpu.Variant{pt70B16}, want: []int{2, 3}},
-				{holder: "b", model: "70b-b", variants: []gpu.Variant{pt70B16}, want: []int{4, 5}},
-				{holder: "c", model: "8b-c", variants: []gpu.Variant{pt8B16}, want: []int{0}},
+			live: []gpu.Allocation{alloc(nv, "x", "8b-x", 17*gpu.GiB, gpu.LeaseReady, fresh, 0)},
+			steps: []step{
+				{holder: "a", model: "70b-a", variants: []gpu.Variant{m70B16}, want: []int{2, 3}},
+				{holder: "b", model: "70b-b", variants: []gpu.Variant{m70B16}, want: []int{4, 5}},
+				{holder: "c", model: "8b-c", variants: []gpu.Variant{m8B16}, want: []int{0}},
 			}},
 		{name: "8x80GiB nvlink pairs: a 1-GPU model takes the orphan, not an empty pair", inv: nv,
-			live: []gpu.Allocation{ptLease(nv, "x", "60g", 60*gpu.GiB, gpu.LeaseReady, fresh, 2)},
-			steps: []ptStep{
-				{holder: "a", model: "30g", variants: []gpu.Variant{pt30G}, want: []int{3}},
-				{holder: "b", model: "50g", variants: []gpu.Variant{pt50G}, want: []int{0}},
-				{holder: "c", model: "70b", variants: []gpu.Variant{pt70B16}, want: []int{4, 5}},
+			live: []gpu.Allocation{alloc(nv, "x", "60g", 60*gpu.GiB, gpu.LeaseReady, fresh, 2)},
+			steps: []step{
+				{holder: "a", model: "30g", variants: []gpu.Variant{m30G}, want: []int{3}},
+				{holder: "b", model: "50g", variants: []gpu.Variant{m50G}, want: []int{0}},
+				{holder: "c", model: "70b", variants: []gpu.Variant{m70B16}, want: []int{4, 5}},
 			}},
 		{name: "8x80GiB nvlink pairs: a 1-GPU model shares a half-used card", inv: nv,
 			live: []gpu.Allocation{
-				ptLease(nv, "x", "60g", 60*gpu.GiB, gpu.LeaseReady, fresh, 2),
-				ptLease(nv, "y", "20g", 20*gpu.GiB, gpu.LeaseReady, fresh, 5)},
-			steps: []ptStep{
-				{holder: "a", model: "30g", variants: []gpu.Variant{pt30G}, want: []int{5}},
-				{holder: "b", model: "50g", variants: []gpu.Variant{pt50G}, want: []int{3}},
+				alloc(nv, "x", "60g", 60*gpu.GiB, gpu.LeaseReady, fresh, 2),
+				alloc(nv, "y", "20g", 20*gpu.GiB, gpu.LeaseReady, fresh, 5)},
+			steps: []step{
+				{holder: "a", model: "30g", variants: []gpu.Variant{m30G}, want: []int{5}},
+				{holder: "b", model: "50g", variants: []gpu.Variant{m50G}, want: []int{3}},
 			}},
 		{name: "8x80GiB two sockets: a 4-GPU model takes a connected quad", inv: sockets,
-			live: []gpu.Allocation{ptLease(sockets, "x", "8b", 17*gpu.GiB, gpu.LeaseReady, fresh, 1)},
-			steps: []ptStep{
-				{holder: "a", model: "235b", variants: []gpu.Variant{pt235B}, want: []int{4, 5, 6, 7}},
-				{holder: "b", model: "70b", variants: []gpu.Variant{pt70B16}, want: []int{2, 3}},
-				{holder: "c", model: "235b-b", variants: []gpu.Variant{pt235B}, reason: "needs 4×61 GiB on wholly free cards; 1 free card of 79.5 GiB"},
+			live: []gpu.Allocation{alloc(sockets, "x", "8b", 17*gpu.GiB, gpu.LeaseReady, fresh, 1)},
+			steps: []step{
+				{holder: "a", model: "235b", variants: []gpu.Variant{m235B}, want: []int{4, 5, 6, 7}},
+				{holder: "b", model: "70b", variants: []gpu.Variant{m70B16}, want: []int{2, 3}},
+				{holder: "c", model: "235b-b", variants: []gpu.Variant{m235B}, reason: "needs 4×61 GiB on wholly free cards; 1 free card of 79.5 GiB"},
 			}},
 		{name: "8x80GiB two sockets: empty host, the quad is one socket", inv: sockets,
-			steps: []ptStep{
-				{holder: "a", model: "235b", variants: []gpu.Variant{pt235B}, want: []int{0, 1, 2, 3}},
-				{holder: "b", model: "235b-b", variants: []gpu.Variant{pt235B}, want: []int{4, 5, 6, 7}},
+			steps: []step{
+				{holder: "a", model: "235b", variants: []gpu.Variant{m235B}, want: []int{0, 1, 2, 3}},
+				{holder: "b", model: "235b-b", variants: []gpu.Variant{m235B}, want: []int{4, 5, 6, 7}},
 			}},
 		{name: "1x80GiB: many small models pack onto the one card", inv: one80, steps: pack},
-		{name: "4x24GiB: a model too big for the whole host is refused with the reason", inv: ptFleet(t, "4x24GiB"),
-			steps: []ptStep{
-				{holder: "a", model: "405b", variants: []gpu.Variant{pt405B16},
+		{name: "4x24GiB: a model too big for the whole host is refused with the reason", inv: fleet(t, "4x24GiB"),
+			steps: []step{
+				{holder: "a", model: "405b", variants: []gpu.Variant{m405B16},
 					reason: "never fits this host: needs 1×811 GiB or 2×406 GiB or 4×203.5 GiB; cards have 4×23.5 GiB usable"},
 			}},
 		{name: "2x24GiB: a card with a LOADING lease takes no second load", inv: two24,
-			live: []gpu.Allocation{ptLease(two24, "x", "4b-x", 4*gpu.GiB, gpu.LeaseLoading, fresh, 0)},
-			steps: []ptStep{
-				{holder: "a", model: "4b", variants: []gpu.Variant{pt4B}, want: []int{1}},
-				{holder: "b", model: "70b", variants: []gpu.Variant{pt70BQ4}, reason: "needs 2×20.5 GiB on wholly free cards"},
+			live: []gpu.Allocation{alloc(two24, "x", "4b-x", 4*gpu.GiB, gpu.LeaseLoading, fresh, 0)},
+			steps: []step{
+				{holder: "a", model: "4b", variants: []gpu.Variant{m4B}, want: []int{1}},
+				{holder: "b", model: "70b", variants: []gpu.Variant{m70BQ4}, reason: "needs 2×20.5 GiB on wholly free cards"},
 			}},
 		{name: "2x24GiB: the same card once READY is shared", inv: two24,
-			live: []gpu.Allocation{ptLease(two24, "x", "4b-x", 4*gpu.GiB, gpu.LeaseReady, fresh, 0)},
-			steps: []ptStep{
-				{holder: "a", model: "4b", variants: []gpu.Variant{pt4B}, want: []int{0}},
+			live: []gpu.Allocation{alloc(two24, "x", "4b-x", 4*gpu.GiB, gpu.LeaseReady, fresh, 0)},
+			steps: []step{
+				{holder: "a", model: "4b", variants: []gpu.Variant{m4B}, want: []int{0}},
 			}},
 		{name: "1x24GiB: a LOADING card is named in the reason", inv: one24,
-			live: []gpu.Allocation{ptLease(one24, "x", "4b-x", 4*gpu.GiB, gpu.LeaseLoading, fresh, 0)},
-			steps: []ptStep{
-				{holder: "a", model: "4b", variants: []gpu.Variant{pt4B}, reason: "GPU 0 loading a model"},
+			live: []gpu.Allocation{alloc(one24, "x", "4b-x", 4*gpu.GiB, gpu.LeaseLoading, fresh, 0)},
+			steps: []step{
+				{holder: "a", model: "4b", variants: []gpu.Variant{m4B}, reason: "GPU 0 loading a model"},
 			}},
 		{name: "1x24GiB: an expired lease frees its memory", inv: one24,
-			live: []gpu.Allocation{ptLease(one24, "gone", "20g", 20*gpu.GiB, gpu.LeaseReady, ptNow.Add(-time.Second), 0)},
-			steps: []ptStep{
-				{holder: "a", model: "27b", variants: []gpu.Variant{pt27BQ4}, want: []int{0}},
+			live: []gpu.Allocation{alloc(one24, "gone", "20g", 20*gpu.GiB, gpu.LeaseReady, t0.Add(-time.Second), 0)},
+			steps: []step{
+				{holder: "a", model: "27b", variants: []gpu.Variant{m27BQ4}, want: []int{0}},
 			}},
 		{name: "1x24GiB: a lease expiring exactly now is free", inv: one24,
-			live: []gpu.Allocation{ptLease(one24, "gone", "20g", 20*gpu.GiB, gpu.LeaseReady, ptNow, 0)},
-			steps: []ptStep{
-				{holder: "a", model: "27b", variants: []gpu.Variant{pt27BQ4}, want: []int{0}},
+			live: []gpu.Allocation{alloc(one24, "gone", "20g", 20*gpu.GiB, gpu.LeaseReady, t0, 0)},
+			steps: []step{
+				{holder: "a", model: "27b", variants: []gpu.Variant{m27BQ4}, want: []int{0}},
 			}},
 		{name: "1x24GiB: a live lease does not", inv: one24,
-			live: []gpu.Allocation{ptLease(one24, "here", "20g", 20*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Second), 0)},
-			steps: []ptStep{
-				{holder: "a", model: "27b", variants: []gpu.Variant{pt27BQ4}, reason: "needs 17.5 GiB on one card: most free is 3.5 GiB (GPU 0)"},
+			live: []gpu.Allocation{alloc(one24, "here", "20g", 20*gpu.GiB, gpu.LeaseReady, t0.Add(time.Second), 0)},
+			steps: []step{
+				{holder: "a", model: "27b", variants: []gpu.Variant{m27BQ4}, reason: "needs 17.5 GiB on one card: most free is 3.5 GiB (GPU 0)"},
 			}},
 		{name: "1x24GiB reserve 2GiB: exactly the usable memory fits, 1 MiB more does not", inv: reserve,
-			steps: []ptStep{
+			steps: []step{
 				{holder: "b", model: "too", variants: []gpu.Variant{{Name: "x", NeedMiB: 22*gpu.GiB + 1}},
 					reason: "never fits this host: needs 1×22 GiB"},
 				{holder: "a", model: "fits", variants: []gpu.Variant{{Name: "x", NeedMiB: 22 * gpu.GiB}}, want: []int{0}},
 			}},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) { ptRun(t, c) })
+		t.Run(c.name, func(t *testing.T) { play(t, c) })
 	}
 }
 
 func TestPlacementChooseVariant(t *testing.T) {
-	inv := ptFleet(t, "4x11GiB")
-	q := []gpu.Variant{pt12BQ8, pt12BQ4}
+	inv := fleet(t, "4x11GiB")
+	q := []gpu.Variant{m12BQ8, m12BQ4}
 	huge := gpu.Variant{Name: "huge", NeedMiB: 100 * gpu.GiB}
 	cases := []struct {
 		name     string
@@ -348,18 +348,18 @@ func TestPlacementChooseVariant(t *testing.T) {
 		{"3 workers: Q4", nil, q, 3, 1, true},
 		{"4 workers: Q4", nil, q, 4, 1, true},
 		{"5 workers: Q4 places the most", nil, q, 5, 1, false},
-		{"2 workers, a peer holds a card: Q4", []gpu.Allocation{ptLease(inv, "p", "4b", 4*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Hour), 3)}, q, 2, 1, true},
-		{"2 workers, a peer LOADING on a card: still Q4 (capacity, not timing)", []gpu.Allocation{ptLease(inv, "p", "4b", 4*gpu.GiB, gpu.LeaseLoading, ptNow.Add(time.Hour), 3)}, q, 2, 1, true},
+		{"2 workers, a peer holds a card: Q4", []gpu.Allocation{alloc(inv, "p", "4b", 4*gpu.GiB, gpu.LeaseReady, t0.Add(time.Hour), 3)}, q, 2, 1, true},
+		{"2 workers, a peer LOADING on a card: still Q4 (capacity, not timing)", []gpu.Allocation{alloc(inv, "p", "4b", 4*gpu.GiB, gpu.LeaseLoading, t0.Add(time.Hour), 3)}, q, 2, 1, true},
 		{"nothing ever fits", nil, []gpu.Variant{huge}, 1, -1, false},
 		{"host full now: the preferred variant that fits an empty host", []gpu.Allocation{
-			ptLease(inv, "p", "x", 10*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Hour), 0),
-			ptLease(inv, "q", "x", 10*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Hour), 1),
-			ptLease(inv, "r", "x", 10*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Hour), 2),
-			ptLease(inv, "s", "x", 10*gpu.GiB, gpu.LeaseReady, ptNow.Add(time.Hour), 3)}, []gpu.Variant{huge, pt12BQ8, pt12BQ4}, 1, 1, false},
+			alloc(inv, "p", "x", 10*gpu.GiB, gpu.LeaseReady, t0.Add(time.Hour), 0),
+			alloc(inv, "q", "x", 10*gpu.GiB, gpu.LeaseReady, t0.Add(time.Hour), 1),
+			alloc(inv, "r", "x", 10*gpu.GiB, gpu.LeaseReady, t0.Add(time.Hour), 2),
+			alloc(inv, "s", "x", 10*gpu.GiB, gpu.LeaseReady, t0.Add(time.Hour), 3)}, []gpu.Variant{huge, m12BQ8, m12BQ4}, 1, 1, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, ok := ChooseVariant(inv, c.others, c.variants, c.replicas, ptNow)
+			got, ok := ChooseVariant(inv, c.others, c.variants, c.replicas, t0)
 			if got != c.want || ok != c.wantOK {
 				t.Errorf("got (%d, %v), want (%d, %v)", got, ok, c.want, c.wantOK)
 			}
@@ -367,11 +367,11 @@ func TestPlacementChooseVariant(t *testing.T) {
 	}
 }
 
-// ptQueueSim plays a host over ticks of one second: at every tick the leases past expiry end,
+// queueSim plays a host over ticks of one second: at every tick the leases past expiry end,
 // then every waiter retries in queue order, then (while the stream lasts) a new small claim
 // arrives, tries Admit as the last, and joins the queue if refused. It returns the tick at
 // which `watch` was granted (-1: never) and how many small claims were granted before it.
-func ptQueueSim(inv gpu.Inventory, live []gpu.Allocation, queue []Waiter, watch string, small gpu.Variant,
+func queueSim(inv gpu.Inventory, live []gpu.Allocation, queue []Waiter, watch string, small gpu.Variant,
 	stream, smallLife, ticks int, useQueue bool) (granted, backfilled int) {
 	granted = -1
 	life := time.Duration(smallLife) * time.Second
@@ -380,7 +380,7 @@ func ptQueueSim(inv gpu.Inventory, live []gpu.Allocation, queue []Waiter, watch 
 			Shares: shares, State: gpu.LeaseReady, Expires: now.Add(ttl)})
 	}
 	for tick := 1; tick <= ticks; tick++ {
-		now := ptNow.Add(time.Duration(tick) * time.Second)
+		now := t0.Add(time.Duration(tick) * time.Second)
 		// Waiters retry in order.
 		for k := 0; k < len(queue); {
 			w := queue[k]
@@ -434,22 +434,22 @@ func ptQueueSim(inv gpu.Inventory, live []gpu.Allocation, queue []Waiter, watch 
 }
 
 func TestPlacementQueueNoStarvation(t *testing.T) {
-	inv := ptFleet(t, "4x24GiB")
-	at := func(s int) time.Time { return ptNow.Add(time.Duration(s) * time.Second) }
+	inv := fleet(t, "4x24GiB")
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	// Cards 0 and 1 empty at ticks 10 and 20; cards 2 and 3 stay busy.
 	live := []gpu.Allocation{
-		ptLease(inv, "A", "m", 14*gpu.GiB, gpu.LeaseReady, at(10), 0),
-		ptLease(inv, "B", "m", 14*gpu.GiB, gpu.LeaseReady, at(20), 1),
-		ptLease(inv, "C", "m", 18*gpu.GiB, gpu.LeaseReady, at(1000), 2),
-		ptLease(inv, "D", "m", 18*gpu.GiB, gpu.LeaseReady, at(1000), 3),
+		alloc(inv, "A", "m", 14*gpu.GiB, gpu.LeaseReady, at(10), 0),
+		alloc(inv, "B", "m", 14*gpu.GiB, gpu.LeaseReady, at(20), 1),
+		alloc(inv, "C", "m", 18*gpu.GiB, gpu.LeaseReady, at(1000), 2),
+		alloc(inv, "D", "m", 18*gpu.GiB, gpu.LeaseReady, at(1000), 3),
 	}
-	large := Waiter{Holder: "large", Model: "70b", Variant: pt70BQ4, Since: ptNow}
+	large := Waiter{Holder: "large", Model: "70b", Variant: m70BQ4, Since: t0}
 	small := gpu.Variant{Name: "q4", NeedMiB: 3 * gpu.GiB}
 
 	// As soon as possible: the first tick at which the large claim fits the original ledger.
 	asap := -1
 	for tick := 1; tick < 100 && asap < 0; tick++ {
-		if _, _, ok := Fit(inv, live, pt70BQ4, at(tick)); ok {
+		if _, _, ok := Fit(inv, live, m70BQ4, at(tick)); ok {
 			asap = tick
 		}
 	}
@@ -457,7 +457,7 @@ func TestPlacementQueueNoStarvation(t *testing.T) {
 		t.Fatalf("scenario: large fits the original ledger at tick %d, want 20", asap)
 	}
 
-	got, backfilled := ptQueueSim(inv, slices.Clone(live), []Waiter{large}, "large", small, 50, 15, 200, true)
+	got, backfilled := queueSim(inv, slices.Clone(live), []Waiter{large}, "large", small, 50, 15, 200, true)
 	if got != asap {
 		t.Errorf("with the queue: large granted at tick %d, want %d (as soon as possible)", got, asap)
 	}
@@ -465,7 +465,7 @@ func TestPlacementQueueNoStarvation(t *testing.T) {
 		t.Errorf("with the queue: got %d small claims granted while large waited, want some (backfill)", backfilled)
 	}
 	// The same stream without the queue starves the large claim past the end of its reservation.
-	naive, _ := ptQueueSim(inv, slices.Clone(live), []Waiter{large}, "large", small, 50, 15, 200, false)
+	naive, _ := queueSim(inv, slices.Clone(live), []Waiter{large}, "large", small, 50, 15, 200, false)
 	if naive >= 0 && naive <= asap {
 		t.Errorf("without the queue: large granted at tick %d, want later than %d (the scenario must bite)", naive, asap)
 	}
@@ -473,17 +473,17 @@ func TestPlacementQueueNoStarvation(t *testing.T) {
 }
 
 func TestPlacementAdmit(t *testing.T) {
-	inv := ptFleet(t, "4x24GiB")
-	fresh := ptNow.Add(time.Hour)
+	inv := fleet(t, "4x24GiB")
+	fresh := t0.Add(time.Hour)
 	busy := []gpu.Allocation{
-		ptLease(inv, "A", "m", 14*gpu.GiB, gpu.LeaseReady, fresh, 0),
-		ptLease(inv, "B", "m", 14*gpu.GiB, gpu.LeaseReady, fresh, 1),
-		ptLease(inv, "C", "m", 14*gpu.GiB, gpu.LeaseReady, fresh, 2),
+		alloc(inv, "A", "m", 14*gpu.GiB, gpu.LeaseReady, fresh, 0),
+		alloc(inv, "B", "m", 14*gpu.GiB, gpu.LeaseReady, fresh, 1),
+		alloc(inv, "C", "m", 14*gpu.GiB, gpu.LeaseReady, fresh, 2),
 	}
-	head := Waiter{Holder: "large", Model: "70b", Variant: pt70BQ4, Since: ptNow.Add(-time.Minute)}
-	two := ptFleet(t, "2x24GiB")
-	huge := Waiter{Holder: "huge", Model: "405b", Variant: pt405B16, Since: ptNow.Add(-time.Minute)}
-	small := Waiter{Holder: "s", Model: "4b", Variant: pt4B, Since: ptNow.Add(-time.Second)}
+	head := Waiter{Holder: "large", Model: "70b", Variant: m70BQ4, Since: t0.Add(-time.Minute)}
+	two := fleet(t, "2x24GiB")
+	huge := Waiter{Holder: "huge", Model: "405b", Variant: m405B16, Since: t0.Add(-time.Minute)}
+	small := Waiter{Holder: "s", Model: "4b", Variant: m4B, Since: t0.Add(-time.Second)}
 	cases := []struct {
 		name   string
 		inv    gpu.Inventory
@@ -494,28 +494,28 @@ func TestPlacementAdmit(t *testing.T) {
 		want   []int
 		reason string
 	}{
-		{name: "empty queue: as Fit", inv: inv, live: busy, holder: "s", v: pt4B, want: []int{3}},
+		{name: "empty queue: as Fit", inv: inv, live: busy, holder: "s", v: m4B, want: []int{3}},
 		{name: "backfill beside a waiting head: off its reserved cards", inv: inv, live: busy,
-			queue: []Waiter{head}, holder: "s", v: pt4B, want: []int{1}},
+			queue: []Waiter{head}, holder: "s", v: m4B, want: []int{1}},
 		{name: "refused where only the head's reserved card fits", inv: inv, live: busy,
-			queue: []Waiter{head}, holder: "m", v: pt27BQ4, reason: "fits only on GPU 0,3, held for large"},
+			queue: []Waiter{head}, holder: "m", v: m27BQ4, reason: "fits only on GPU 0,3, held for large"},
 		{name: "refused when it would take the room a head fits in now", inv: two,
-			queue: []Waiter{head}, holder: "s", v: pt4B, reason: "would leave no room for large"},
+			queue: []Waiter{head}, holder: "s", v: m4B, reason: "would leave no room for large"},
 		{name: "the head itself is granted", inv: two,
-			queue: []Waiter{head, small}, holder: "large", v: pt70BQ4, want: []int{0, 1}},
+			queue: []Waiter{head, small}, holder: "large", v: m70BQ4, want: []int{0, 1}},
 		{name: "a waiter that never fits this host blocks nobody", inv: two,
-			queue: []Waiter{huge}, holder: "s", v: pt4B, want: []int{0}},
+			queue: []Waiter{huge}, holder: "s", v: m4B, want: []int{0}},
 		{name: "waiters behind the claimant do not count", inv: two,
-			queue: []Waiter{small, head}, holder: "s", v: pt4B, want: []int{0}},
+			queue: []Waiter{small, head}, holder: "s", v: m4B, want: []int{0}},
 		{name: "a small waiter ahead that still fits after: granted", inv: two,
-			queue: []Waiter{small}, holder: "t", v: pt4B, want: []int{0}},
-		{name: "does not fit at all: Fit's reason", inv: two, live: []gpu.Allocation{ptLease(two, "A", "m", 22*gpu.GiB, gpu.LeaseReady, fresh, 0, 1)},
-			holder: "s", v: pt4B, reason: "needs 4 GiB on one card: most free is 1.5 GiB"},
+			queue: []Waiter{small}, holder: "t", v: m4B, want: []int{0}},
+		{name: "does not fit at all: Fit's reason", inv: two, live: []gpu.Allocation{alloc(two, "A", "m", 22*gpu.GiB, gpu.LeaseReady, fresh, 0, 1)},
+			holder: "s", v: m4B, reason: "needs 4 GiB on one card: most free is 1.5 GiB"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			shares, reason, ok := Admit(c.inv, c.live, c.queue, c.holder, c.v, ptNow)
-			got := ptIdx(c.inv, shares)
+			shares, reason, ok := Admit(c.inv, c.live, c.queue, c.holder, c.v, t0)
+			got := gpuIndices(c.inv, shares)
 			switch {
 			case c.want == nil && ok:
 				t.Errorf("got GPUs %v, want refused (%q)", got, c.reason)
@@ -531,21 +531,21 @@ func TestPlacementAdmit(t *testing.T) {
 }
 
 func TestPlacementOver(t *testing.T) {
-	inv := ptFleet(t, "2x24GiB")
-	fresh := ptNow.Add(time.Hour)
+	inv := fleet(t, "2x24GiB")
+	fresh := t0.Add(time.Hour)
 	cases := []struct {
 		name string
 		live []gpu.Allocation
 		want []string
 	}{
-		{"sound", []gpu.Allocation{ptLease(inv, "a", "m", 20*gpu.GiB, gpu.LeaseReady, fresh, 0, 1)}, nil},
-		{"exactly full is sound", []gpu.Allocation{ptLease(inv, "a", "m", 24*gpu.GiB-512, gpu.LeaseReady, fresh, 0)}, nil},
+		{"sound", []gpu.Allocation{alloc(inv, "a", "m", 20*gpu.GiB, gpu.LeaseReady, fresh, 0, 1)}, nil},
+		{"exactly full is sound", []gpu.Allocation{alloc(inv, "a", "m", 24*gpu.GiB-512, gpu.LeaseReady, fresh, 0)}, nil},
 		{"expired leases do not count", []gpu.Allocation{
-			ptLease(inv, "a", "m", 20*gpu.GiB, gpu.LeaseReady, ptNow, 0),
-			ptLease(inv, "b", "m", 20*gpu.GiB, gpu.LeaseReady, fresh, 0)}, nil},
+			alloc(inv, "a", "m", 20*gpu.GiB, gpu.LeaseReady, t0, 0),
+			alloc(inv, "b", "m", 20*gpu.GiB, gpu.LeaseReady, fresh, 0)}, nil},
 		{"over-committed card", []gpu.Allocation{
-			ptLease(inv, "a", "m", 20*gpu.GiB, gpu.LeaseReady, fresh, 0),
-			ptLease(inv, "b", "m", 4*gpu.GiB, gpu.LeaseReady, fresh, 0)},
+			alloc(inv, "a", "m", 20*gpu.GiB, gpu.LeaseReady, fresh, 0),
+			alloc(inv, "b", "m", 4*gpu.GiB, gpu.LeaseReady, fresh, 0)},
 			[]string{"GPU 0 (GPU-declared-h-0): 24 GiB leased > 23.5 GiB usable"}},
 		{"half-granted leases", []gpu.Allocation{
 			{Holder: "a", Expires: fresh},
@@ -563,7 +563,7 @@ func TestPlacementOver(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if got := Over(inv, c.live, ptNow); !slices.Equal(got, c.want) {
+			if got := Over(inv, c.live, t0); !slices.Equal(got, c.want) {
 				t.Errorf("got %q, want %q", got, c.want)
 			}
 		})
@@ -573,19 +573,19 @@ func TestPlacementOver(t *testing.T) {
 // TestPlacementDeterministic: the same inputs give the same shares, whatever the order of
 // the ledger's entries.
 func TestPlacementDeterministic(t *testing.T) {
-	inv := ptFleet(t, "8x80GiB:nvlink-pairs")
-	fresh := ptNow.Add(time.Hour)
+	inv := fleet(t, "8x80GiB:nvlink-pairs")
+	fresh := t0.Add(time.Hour)
 	live := []gpu.Allocation{
-		ptLease(inv, "a", "m", 30*gpu.GiB, gpu.LeaseReady, fresh, 0),
-		ptLease(inv, "b", "m", 60*gpu.GiB, gpu.LeaseReady, fresh, 3),
-		ptLease(inv, "c", "m", 10*gpu.GiB, gpu.LeaseReady, fresh, 6),
+		alloc(inv, "a", "m", 30*gpu.GiB, gpu.LeaseReady, fresh, 0),
+		alloc(inv, "b", "m", 60*gpu.GiB, gpu.LeaseReady, fresh, 3),
+		alloc(inv, "c", "m", 10*gpu.GiB, gpu.LeaseReady, fresh, 6),
 	}
-	for _, v := range []gpu.Variant{pt8B16, pt50G, pt70B16, pt235B} {
-		want, _, _ := Fit(inv, live, v, ptNow)
+	for _, v := range []gpu.Variant{m8B16, m50G, m70B16, m235B} {
+		want, _, _ := Fit(inv, live, v, t0)
 		rev := slices.Clone(live)
 		slices.Reverse(rev)
 		for range 10 {
-			if got, _, _ := Fit(inv, rev, v, ptNow); !slices.Equal(got, want) {
+			if got, _, _ := Fit(inv, rev, v, t0); !slices.Equal(got, want) {
 				t.Fatalf("%s: got %v on a reordered ledger, want %v", v.Name, got, want)
 			}
 		}
@@ -620,7 +620,7 @@ func TestPlacementPropertyNeverOverCommits(t *testing.T) {
 			}
 			var live []gpu.Allocation
 			var queue []Waiter
-			now := ptNow
+			now := t0
 			for step := range 300 {
 				now = now.Add(time.Duration(rng.IntN(3)) * time.Second)
 				switch op := rng.IntN(10); {
@@ -643,7 +643,7 @@ func TestPlacementPropertyNeverOverCommits(t *testing.T) {
 					if !ok {
 						continue
 					}
-					idx := ptIdx(inv, shares)
+					idx := gpuIndices(inv, shares)
 					allowed := v.GroupSizes
 					if len(allowed) == 0 {
 						allowed = []int{1, 2, 4, 8}
@@ -683,26 +683,26 @@ func TestPlacementPropertyNeverOverCommits(t *testing.T) {
 	}
 }
 
-func ptBenchLedger(b *testing.B) (gpu.Inventory, []gpu.Allocation) {
-	inv := ptFleet(b, "8x80GiB:nvlink-pairs")
-	fresh := ptNow.Add(time.Hour)
+func benchLedger(b *testing.B) (gpu.Inventory, []gpu.Allocation) {
+	inv := fleet(b, "8x80GiB:nvlink-pairs")
+	fresh := t0.Add(time.Hour)
 	return inv, []gpu.Allocation{
-		ptLease(inv, "a", "m1", 30*gpu.GiB, gpu.LeaseReady, fresh, 0),
-		ptLease(inv, "b", "m2", 17*gpu.GiB, gpu.LeaseReady, fresh, 0),
-		ptLease(inv, "c", "m3", 60*gpu.GiB, gpu.LeaseReady, fresh, 3),
-		ptLease(inv, "d", "m4", 71*gpu.GiB, gpu.LeaseReady, fresh, 4, 5),
-		ptLease(inv, "e", "m5", 10*gpu.GiB, gpu.LeaseLoading, fresh, 6),
-		ptLease(inv, "f", "m6", 10*gpu.GiB, gpu.LeaseReady, ptNow, 7),
+		alloc(inv, "a", "m1", 30*gpu.GiB, gpu.LeaseReady, fresh, 0),
+		alloc(inv, "b", "m2", 17*gpu.GiB, gpu.LeaseReady, fresh, 0),
+		alloc(inv, "c", "m3", 60*gpu.GiB, gpu.LeaseReady, fresh, 3),
+		alloc(inv, "d", "m4", 71*gpu.GiB, gpu.LeaseReady, fresh, 4, 5),
+		alloc(inv, "e", "m5", 10*gpu.GiB, gpu.LeaseLoading, fresh, 6),
+		alloc(inv, "f", "m6", 10*gpu.GiB, gpu.LeaseReady, t0, 7),
 	}
 }
 
 // BenchmarkFit: one placement on an 8-GPU host with a few leases (must be microseconds).
 func BenchmarkFit(b *testing.B) {
-	inv, live := ptBenchLedger(b)
-	for _, v := range []gpu.Variant{pt8B16, pt70B16, pt235B} {
+	inv, live := benchLedger(b)
+	for _, v := range []gpu.Variant{m8B16, m70B16, m235B} {
 		b.Run(v.Name+"/"+inGiB(v.NeedMiB)+"GiB", func(b *testing.B) {
 			for b.Loop() {
-				Fit(inv, live, v, ptNow)
+				Fit(inv, live, v, t0)
 			}
 		})
 	}
@@ -710,20 +710,20 @@ func BenchmarkFit(b *testing.B) {
 
 // BenchmarkChooseVariant: 4 replicas, three variants, the last the one that fits.
 func BenchmarkChooseVariant(b *testing.B) {
-	inv, live := ptBenchLedger(b)
-	variants := []gpu.Variant{pt235B, pt70B16, pt8B16}
+	inv, live := benchLedger(b)
+	variants := []gpu.Variant{m235B, m70B16, m8B16}
 	for b.Loop() {
-		ChooseVariant(inv, live, variants, 4, ptNow)
+		ChooseVariant(inv, live, variants, 4, t0)
 	}
 }
 
 // BenchmarkAdmit: a claim behind three waiters.
 func BenchmarkAdmit(b *testing.B) {
-	inv, live := ptBenchLedger(b)
+	inv, live := benchLedger(b)
 	queue := []Waiter{
-		{Holder: "w1", Variant: pt235B}, {Holder: "w2", Variant: pt70B16}, {Holder: "w3", Variant: pt30G},
+		{Holder: "w1", Variant: m235B}, {Holder: "w2", Variant: m70B16}, {Holder: "w3", Variant: m30G},
 	}
 	for b.Loop() {
-		Admit(inv, live, queue, "me", pt8B16, ptNow)
+		Admit(inv, live, queue, "me", m8B16, t0)
 	}
 }
