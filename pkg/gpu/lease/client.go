@@ -34,10 +34,10 @@
 // Lease.Ready (two servers starting together on one card mis-size each other's KV cache).
 //
 // A claimer first picks the most preferred variant of its model such that all Config.Replicas
-// replicas fit next to the other models' leases (placement.ChooseVariant), then asks placement.Admit
-// whether it may have it now. If not, it enqueues itself in the ledger, which makes claims
-// head-of-line with backfill (a large claim is not starved by a stream of small ones), and
-// waits: it watches the key's revisions and tries again when it changes (after a short
+// replicas fit next to the other models' leases (placement.ChooseVariant), then asks
+// placement.Admit whether it may have it now. If not, it enqueues itself in the ledger, which
+// makes claims head-of-line with backfill (a large claim is not starved by a stream of small
+// ones), and waits: it watches the key's revisions and tries again when it changes (after a short
 // settling time that grows with the queue, so that many waiters on a busy ledger do not
 // spend the host's CPU decoding it), and on a timer for expiries, which free GPUs without a
 // write. Each try chooses the variant afresh, so a claimer falls back to a smaller variant,
