@@ -3,8 +3,14 @@ SHELL := /bin/bash
 MODULES := $(shell sed -n 's|^[[:space:]]*\./\(.*\)$$|\1|p' go.work)
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-# go-nvml's cgo prologue calls functions that CUDA 13 deprecates; they are not shoal's to fix.
-export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
+# go-nvml's cgo prologue calls NVML functions that CUDA 13's nvml.h marks deprecated, which
+# prints ~150 lines of gcc warnings whenever go-nvml is compiled. A #cgo directive cannot be
+# added to a third-party package, and nvml.h has no macro that turns the attribute off, so
+# the flag goes into CGO_CFLAGS for every go command make runs (build, test, vet, images),
+# added to whatever CGO_CFLAGS the user has (`go env`: -O2 -g by default) rather than
+# replacing it. CGO_CFLAGS is part of the build cache key of every cgo package: export the
+# same value to share make's cache from a shell (docs/dependencies.md).
+export CGO_CFLAGS := $(filter-out -Wno-deprecated-declarations,$(shell go env CGO_CFLAGS)) -Wno-deprecated-declarations
 BIN := bin
 TEST_FLAGS ?= -race -count=1 -timeout 10m
 OUT ?= out/function_minimization
@@ -36,7 +42,7 @@ lint: ## gofmt and go vet over every module
 bench: ## every benchmark in every module (figures in docs/benchmarks.md)
 	@for m in $(MODULES); do (cd $$m && set -o pipefail && go test -run '^$$' -bench . -benchmem $(BENCH_FLAGS) ./... | { grep -E '^(Benchmark|pkg:)' || true; }) || exit 1; done
 	@echo "== GPU placement: replicas placed / VRAM leased (GiB) per strategy"
-	@cd pkg && go run ./gpu/internal/placebench
+	@cd pkg && go run ./gpu/placement/internal/placebench
 
 bench-pipeline: build ## pipeline cost per candidate against raw JetStream, evaluations/s end to end, model-server saturation (docs/benchmarks.md)
 	go run ./bench/pipeline -shoal $(BIN)/shoal $(PIPELINE_FLAGS)
@@ -63,7 +69,7 @@ images: ## build the nats, planner, generator, evaluator, archive and shoal imag
 	@for s in planner evaluator archive; do \
 		CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(IMAGE_BIN)/$$s ./services/$$s/cmd/$$s || exit 1; done
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(IMAGE_BIN)/shoal ./cmd/shoal
-	CGO_ENABLED=1 CGO_CFLAGS=-Wno-deprecated-declarations go build -trimpath -ldflags "$(LDFLAGS)" -o $(IMAGE_BIN)/generator ./services/generator/cmd/generator
+	CGO_ENABLED=1 go build -trimpath -ldflags "$(LDFLAGS)" -o $(IMAGE_BIN)/generator ./services/generator/cmd/generator
 	CGO_ENABLED=0 go build -trimpath -o $(IMAGE_BIN)/standin ./deploy/standin/cmd/standin
 	cd pkg && CGO_ENABLED=0 go build -trimpath -o ../$(IMAGE_BIN)/nats-server github.com/nats-io/nats-server/v2
 	printf 'FROM $(BASE_IMAGE)\nCOPY . /out/\n' | docker build -q -t shoal/build:local -f - $(IMAGE_BIN) >/dev/null

@@ -1,6 +1,8 @@
-// Package gpu is shoal's view of a host's GPUs: their inventory (from NVML or declared), the
-// VRAM a model variant needs, where a variant fits next to the live leases (pure functions),
-// and the lease client that claims GPUs atomically in the gpu-leases KV bucket.
+// Package gpu is shoal's view of a host's GPUs: their inventory (from NVML or declared), and
+// the plain types that placement, model-file sizing and leases share (memory, links, variants,
+// shares and allocations). Its subpackages hold one job each: modelfile sizes a variant from
+// its files, placement says where it fits next to the live leases (pure functions), and lease
+// claims GPUs atomically in the gpu-leases KV bucket.
 //
 // Placement works on a ledger of claims, not on live memory readings: a card's free memory
 // is its total, minus a reserve, minus the live leases on it.

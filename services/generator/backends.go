@@ -37,6 +37,13 @@ func (b openaiBackend) generate(ctx context.Context, task *protocol.Task, m runc
 	return b.complete(ctx, task, m, endpoint{apiBase: m.APIBase, apiKey: m.ResolveAPIKey(b.getenv), model: m.Name})
 }
 
+// endpoint is where a model answers, and the name it answers to.
+type endpoint struct {
+	apiBase string
+	apiKey  string
+	model   string
+}
+
 // complete asks the model at ep with m's request settings.
 func (b openaiBackend) complete(ctx context.Context, task *protocol.Task, m runconfig.Model, ep endpoint) (string, string, protocol.TokenUsage, error) {
 	var tokens protocol.TokenUsage

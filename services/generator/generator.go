@@ -26,11 +26,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shoal-run/shoal/pkg/gpu"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/pipeline"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/pkg/runs"
+	"github.com/shoal-run/shoal/services/generator/internal/launch"
 )
 
 // Config configures one generator replica.
@@ -136,7 +138,8 @@ type Service struct {
 	http     *http.Client
 	ownsHTTP bool
 	backends map[string]backend
-	launch   *launchBackend
+	inv      gpu.Inventory // this host's GPUs for launched models; empty when it has none
+	launch   *launch.Backend
 	registry *registry
 	limits   limits
 }
@@ -178,13 +181,14 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	openai := openaiBackend{http: s.http, getenv: cfg.Getenv}
-	s.launch = newLaunchBackend(launchConfig{
-		replica: cfg.ID, ttl: cfg.LeaseTTL, idle: cfg.LaunchIdle, inv: inv, noGPUs: noGPUs, profiles: s.cfg.Profiles,
-	}, openai, s.log)
+	s.inv = inv
+	s.launch = launch.New(launch.Config{
+		Replica: cfg.ID, LeaseTTL: cfg.LeaseTTL, Idle: cfg.LaunchIdle, Inventory: inv, NoGPUs: noGPUs, Profiles: s.cfg.Profiles,
+	}, s.log)
 	s.backends = map[string]backend{
 		runconfig.BackendMutate: mutateBackend{},
 		runconfig.BackendOpenAI: openai,
-		runconfig.BackendLaunch: s.launch,
+		runconfig.BackendLaunch: launchBackend{servers: s.launch, openai: openai},
 	}
 	return s, nil
 }
@@ -218,8 +222,8 @@ func (s *Service) Run(ctx context.Context) error {
 	regDone := make(chan struct{})
 	go func() { defer close(regDone); s.registry.run(regCtx) }()
 	defer func() { stopRegistry(); <-regDone }()
-	s.launch.peers = func(host, model string) int { return s.registry.count(ctx, host, model) }
-	stopServers, err := s.launch.start(ctx, s.js, s.cfg.Names)
+	peers := func(host, model string) int { return s.registry.count(ctx, host, model) }
+	stopServers, err := s.launch.Start(ctx, s.js, s.cfg.Names, peers)
 	if err != nil {
 		return fmt.Errorf("generator: %w", err)
 	}
@@ -246,7 +250,7 @@ func (s *Service) Run(ctx context.Context) error {
 
 // host names this replica's host in the generators bucket, as in the GPU buckets.
 func (s *Service) host() string {
-	if h := s.launch.cfg.inv.Host; h != "" {
+	if h := s.inv.Host; h != "" {
 		return h
 	}
 	if s.cfg.Host != "" {
@@ -317,10 +321,10 @@ func (s *Service) handle(ctx context.Context, store *runs.Store, msg jetstream.M
 	}
 
 	code, summary, tokens, err := s.generate(ctx, &task, spec.Config)
-	if err != nil && (ctx.Err() != nil || errors.Is(err, errStopping)) {
+	if err != nil && (ctx.Err() != nil || errors.Is(err, launch.ErrStopping)) {
 		return fmt.Errorf("task %s: %w", task.ID, err) // shutting down: another replica takes it
 	}
-	if errors.Is(err, errHandBack) {
+	if errors.Is(err, launch.ErrHandBack) {
 		// Requeued as a new message rather than nak'd: a nak would spend one of the task's
 		// MaxDeliver deliveries each time it lands here again, and dead-letter a healthy task.
 		// A copy that slips through twice is harmless: the candidate's id derives from the

@@ -1,18 +1,13 @@
 package generator
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/shoal-run/shoal/pkg/gpu"
-	"github.com/shoal-run/shoal/pkg/gpu/lease"
 )
 
 // inventory finds this host's GPUs for launched models: declared with Config.GPUs (a spec
@@ -77,21 +72,4 @@ const noGPUsSpec = "none"
 func isFile(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.Mode().IsRegular()
-}
-
-// publishInventory writes the host's GPUs to the gpu-inventory bucket, under the host's key
-// in the lease ledger, for `shoal leases` and the UI.
-func publishInventory(ctx context.Context, js jetstream.JetStream, bucket string, inv gpu.Inventory) error {
-	kv, err := js.KeyValue(ctx, bucket)
-	if err != nil {
-		return fmt.Errorf("gpu inventory bucket: %w", err)
-	}
-	data, err := json.Marshal(inv)
-	if err != nil {
-		return fmt.Errorf("encode gpu inventory: %w", err)
-	}
-	if _, err := kv.Put(ctx, lease.Key(inv.Host), data); err != nil {
-		return fmt.Errorf("publish gpu inventory of %s: %w", inv.Host, err)
-	}
-	return nil
 }

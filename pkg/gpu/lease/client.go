@@ -11,7 +11,7 @@
 // revision read (ErrKeyRevisionMismatch: someone else wrote, retry), with jittered
 // exponential backoff. Each write drops the entries past their expiry.
 //
-// A claim is atomic: the placement (gpu.Admit) picks every GPU of a group, and the one CAS
+// A claim is atomic: the placement (placement.Admit) picks every GPU of a group, and the one CAS
 // that writes the allocation grants them all or, losing the race, none.
 //
 // # Expiry and fencing
@@ -34,10 +34,10 @@
 // Lease.Ready (two servers starting together on one card mis-size each other's KV cache).
 //
 // A claimer first picks the most preferred variant of its model such that all Config.Replicas
-// replicas fit next to the other models' leases (gpu.ChooseVariant), then asks gpu.Admit
-// whether it may have it now. If not, it enqueues itself in the ledger, which makes claims
-// head-of-line with backfill (a large claim is not starved by a stream of small ones), and
-// waits: it watches the key's revisions and tries again when it changes (after a short
+// replicas fit next to the other models' leases (placement.ChooseVariant), then asks
+// placement.Admit whether it may have it now. If not, it enqueues itself in the ledger, which
+// makes claims head-of-line with backfill (a large claim is not starved by a stream of small
+// ones), and waits: it watches the key's revisions and tries again when it changes (after a short
 // settling time that grows with the queue, so that many waiters on a busy ledger do not
 // spend the host's CPU decoding it), and on a timer for expiries, which free GPUs without a
 // write. Each try chooses the variant afresh, so a claimer falls back to a smaller variant,
@@ -70,6 +70,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/natsx"
 
 	"github.com/shoal-run/shoal/pkg/gpu"
+	"github.com/shoal-run/shoal/pkg/gpu/placement"
 )
 
 // Config is one holder's view: who it is, what it serves, and how long its leases last.
@@ -264,7 +265,7 @@ func (c *Client) feasible(inv gpu.Inventory, variants []gpu.Variant) ([]gpu.Vari
 	var ok []gpu.Variant
 	var reasons []string
 	for _, v := range variants {
-		if _, why, fits := gpu.Fit(inv, nil, v, time.Now()); fits {
+		if _, why, fits := placement.Fit(inv, nil, v, time.Now()); fits {
 			ok = append(ok, v)
 		} else {
 			reasons = append(reasons, v.Name+": "+why)
@@ -302,7 +303,7 @@ func (c *Client) try(ctx context.Context, inv gpu.Inventory, variants []gpu.Vari
 			write = true
 		}
 		v := c.choose(inv, l, variants, now)
-		shares, why, ok := gpu.Admit(inv, l.Allocations, l.Waiters(now), c.cfg.Holder, v, now)
+		shares, why, ok := placement.Admit(inv, l.Allocations, l.Waiters(now), c.cfg.Holder, v, now)
 		qi := l.queued(c.cfg.Holder)
 		if ok {
 			if qi >= 0 {
@@ -363,7 +364,7 @@ func (c *Client) choose(inv gpu.Inventory, l *Ledger, variants []gpu.Variant, no
 			others = append(others, a)
 		}
 	}
-	if i, _ := gpu.ChooseVariant(inv, others, variants, max(c.cfg.Replicas(), 1), now); i >= 0 {
+	if i, _ := placement.ChooseVariant(inv, others, variants, max(c.cfg.Replicas(), 1), now); i >= 0 {
 		return variants[i]
 	}
 	return variants[len(variants)-1] // unreachable: every variant given fits the empty host

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shoal-run/shoal/pkg/gpu"
+	"github.com/shoal-run/shoal/pkg/gpu/placement"
 )
 
 // Ledger is one host's value in the gpu-leases bucket: every live lease on its GPUs and every
@@ -112,11 +113,11 @@ func (l *Ledger) Used(now time.Time) map[string]gpu.MiB {
 }
 
 // Waiters returns the live queue in order, as placement takes it.
-func (l *Ledger) Waiters(now time.Time) []gpu.Waiter {
-	var out []gpu.Waiter
+func (l *Ledger) Waiters(now time.Time) []placement.Waiter {
+	var out []placement.Waiter
 	for _, q := range l.Queue {
 		if q.Expires.After(now) {
-			out = append(out, gpu.Waiter{Holder: q.Holder, Model: q.Model, Variant: q.Variant, Since: q.Since})
+			out = append(out, placement.Waiter{Holder: q.Holder, Model: q.Model, Variant: q.Variant, Since: q.Since})
 		}
 	}
 	return out

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-run/shoal/pkg/gpu"
 	"github.com/shoal-run/shoal/pkg/gpu/lease"
+	"github.com/shoal-run/shoal/pkg/gpu/placement"
 )
 
 // stressOps is how many operations (claims, renewals, readies, releases, crashes) the
@@ -237,7 +238,7 @@ func (s *stress) check(ctx context.Context, holder string, l *lease.Lease) {
 			t.Errorf("%s: GPU %d holds %d MiB of live shares, usable %d", where, g.Index, used[g.UUID], usable)
 		}
 	}
-	if over := gpu.Over(s.inv, led.Allocations, now); len(over) > 0 {
+	if over := placement.Over(s.inv, led.Allocations, now); len(over) > 0 {
 		t.Errorf("%s: %v", where, over)
 	}
 

@@ -1,4 +1,4 @@
-package gpu
+package modelfile
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"math"
 	"os"
 	"strings"
+
+	"github.com/shoal-run/shoal/pkg/gpu"
 )
 
 // EstimateNeed is the VRAM a model file needs to serve ctxLen tokens of context: its weights
@@ -42,7 +44,7 @@ type NeedOptions struct {
 	// fp8 or roughly q8_0 (1.0625 exactly), 0.5625 for q4_0.
 	KVBytes float64
 	// OverheadMiB is paid on every GPU the variant spans; 0 means DefaultOverheadMiB.
-	OverheadMiB MiB
+	OverheadMiB gpu.MiB
 }
 
 // DefaultOverheadMiB is the memory a model server takes on each GPU beyond weights and KV
@@ -50,7 +52,7 @@ type NeedOptions struct {
 // plus activation and compute buffers for a modest batch. Ollama budgets 457 MiB per CUDA GPU
 // as the floor of its estimates; rounded up to 512 MiB. Engines that size their own buffers
 // from a larger batch (vLLM's CUDA graphs) want a larger value in the run config.
-const DefaultOverheadMiB MiB = 512
+const DefaultOverheadMiB gpu.MiB = 512
 
 // defaultKVBytes is f16, what llama.cpp and vLLM cache by default.
 const defaultKVBytes = 2
@@ -73,17 +75,17 @@ func (o NeedOptions) withDefaults() (NeedOptions, error) {
 
 // Need is the VRAM of one way to serve a model.
 type Need struct {
-	WeightsMiB  MiB `json:"weights_mib"`
-	KVCacheMiB  MiB `json:"kv_cache_mib"`
-	OverheadMiB MiB `json:"overhead_mib"` // on every GPU the variant spans
+	WeightsMiB  gpu.MiB `json:"weights_mib"`
+	KVCacheMiB  gpu.MiB `json:"kv_cache_mib"`
+	OverheadMiB gpu.MiB `json:"overhead_mib"` // on every GPU the variant spans
 	// Detail says how the numbers came about, for logs and `shoal status`.
 	Detail string `json:"detail,omitempty"`
 }
 
 // Variant is the need as placement takes it: weights and KV cache split across the group,
 // the overhead paid on each GPU of it.
-func (n Need) Variant(name string) Variant {
-	return Variant{Name: name, NeedMiB: n.WeightsMiB + n.KVCacheMiB, PerGPUOverheadMiB: n.OverheadMiB}
+func (n Need) Variant(name string) gpu.Variant {
+	return gpu.Variant{Name: name, NeedMiB: n.WeightsMiB + n.KVCacheMiB, PerGPUOverheadMiB: n.OverheadMiB}
 }
 
 // modelShape is what a model file says about its size, whatever its format.
@@ -194,9 +196,11 @@ func needOf(shape modelShape, ctxLen int, opts NeedOptions) (Need, error) {
 	return need, nil
 }
 
+const bytesPerMiB = 1 << 20
+
 // ceilMiB rounds bytes up to whole MiB: a need rounded down is an allocation that fails.
-func ceilMiB(bytes float64) MiB {
-	return MiB(math.Ceil(bytes / bytesPerMiB))
+func ceilMiB(bytes float64) gpu.MiB {
+	return gpu.MiB(math.Ceil(bytes / bytesPerMiB))
 }
 
 // readModelShape tells the formats apart by content where it can: GGUF by its magic, safetensors

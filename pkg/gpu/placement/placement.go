@@ -1,9 +1,8 @@
-package gpu
-
-// Placement: where one replica of a model variant goes on a host, as pure functions over
-// (inventory, live leases, variant, now). Nothing here reads a clock, a map's iteration order
-// or a random source: the same inputs always give the same shares, so two replicas racing for
-// one host compute the same answer and the ledger's compare-and-set decides who got it.
+// Package placement says where one replica of a model variant goes on a host, as pure
+// functions over (inventory, live leases, variant, now). Nothing here reads a clock, a map's
+// iteration order or a random source: the same inputs always give the same shares, so two
+// replicas racing for one host compute the same answer and the ledger's compare-and-set
+// decides who got it.
 //
 // The ledger is the truth (DESIGN.md, "GPU leases"): a card's free memory is its usable
 // memory (total − reserve) minus the live shares on it. A lease whose Expires is not after
@@ -14,6 +13,7 @@ package gpu
 //  2. the smallest group of wholly free cards, best connected, least stranded, lowest indices;
 //  3. otherwise refuse with a reason; the caller queues (Admit) or falls back to the next
 //     variant (ChooseVariant).
+package placement
 
 import (
 	"fmt"
@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shoal-run/shoal/pkg/gpu"
 )
 
 // Waiter is one claim waiting in a host's queue (kept in the gpu-leases bucket next to the
@@ -28,7 +30,7 @@ import (
 type Waiter struct {
 	Holder  string
 	Model   string
-	Variant Variant
+	Variant gpu.Variant
 	Since   time.Time
 }
 
@@ -43,8 +45,8 @@ type Waiter struct {
 //
 // A card holding a LOADING lease is never chosen: loads are serialized per GPU (two servers
 // starting together on one card mis-size each other's KV cache).
-func Fit(inv Inventory, live []Allocation, v Variant, now time.Time) (shares []Share, reason string, ok bool) {
-	l := plNewLedger(&inv, live, now, true)
+func Fit(inv gpu.Inventory, live []gpu.Allocation, v gpu.Variant, now time.Time) (shares []gpu.Share, reason string, ok bool) {
+	l := newLedger(&inv, live, now, true)
 	g, ok := l.place(v, nil)
 	if !ok {
 		return nil, l.explain(v, nil), false
@@ -66,12 +68,12 @@ func Fit(inv Inventory, live []Allocation, v Variant, now time.Time) (shares []S
 //
 // LOADING leases count as ready here: the choice is about capacity, and must not flip while
 // a peer's server is starting (Fit, not ChooseVariant, serializes loads).
-func ChooseVariant(inv Inventory, others []Allocation, variants []Variant, replicas int, now time.Time) (int, bool) {
+func ChooseVariant(inv gpu.Inventory, others []gpu.Allocation, variants []gpu.Variant, replicas int, now time.Time) (int, bool) {
 	if replicas < 1 {
 		replicas = 1
 	}
-	base := plNewLedger(&inv, others, now, false)
-	work := plLedger{inv: &inv, cards: make([]plCard, len(base.cards))}
+	base := newLedger(&inv, others, now, false)
+	work := ledger{inv: &inv, cards: make([]card, len(base.cards))}
 	best, bestN := -1, 0
 	for i, v := range variants {
 		copy(work.cards, base.cards)
@@ -94,7 +96,7 @@ func ChooseVariant(inv Inventory, others []Allocation, variants []Variant, repli
 	if best >= 0 {
 		return best, false
 	}
-	empty := plNewLedger(&inv, nil, now, false)
+	empty := newLedger(&inv, nil, now, false)
 	for i, v := range variants {
 		if _, ok := empty.place(v, nil); ok {
 			return i, false
@@ -123,8 +125,8 @@ func ChooseVariant(inv Inventory, others []Allocation, variants []Variant, repli
 //
 // Simulated grants (waiters ahead, the claimant) count as ready, not loading: a load in
 // progress delays a waiter only briefly and must not decide the order.
-func Admit(inv Inventory, live []Allocation, queue []Waiter, holder string, v Variant, now time.Time) (shares []Share, reason string, ok bool) {
-	base := plNewLedger(&inv, live, now, true)
+func Admit(inv gpu.Inventory, live []gpu.Allocation, queue []Waiter, holder string, v gpu.Variant, now time.Time) (shares []gpu.Share, reason string, ok bool) {
+	base := newLedger(&inv, live, now, true)
 	pos := len(queue)
 	for k := range queue {
 		if queue[k].Holder == holder {
@@ -155,7 +157,7 @@ func Admit(inv Inventory, live []Allocation, queue []Waiter, holder string, v Va
 	g, ok := base.place(v, reserved)
 	if !ok {
 		if _, free := base.place(v, nil); free {
-			return nil, plReservedReason(ahead, reserved, reservedBy), false
+			return nil, reservedReason(ahead, reserved, reservedBy), false
 		}
 		return nil, base.explain(v, nil), false
 	}
@@ -186,25 +188,25 @@ func Admit(inv Inventory, live []Allocation, queue []Waiter, holder string, v Va
 // half-granted leases (no GPUs, a share on a GPU the inventory lacks, a GPU twice in one
 // lease, a share of no memory, one holder with two live leases). Empty means sound. The list
 // is in GPU order, then in ledger order.
-func Over(inv Inventory, live []Allocation, now time.Time) []string {
+func Over(inv gpu.Inventory, live []gpu.Allocation, now time.Time) []string {
 	var out []string
-	l := plNewLedger(&inv, live, now, true)
+	l := newLedger(&inv, live, now, true)
 	for i, c := range l.cards {
 		if c.used > c.usable {
 			out = append(out, fmt.Sprintf("GPU %d (%s): %s GiB leased > %s GiB usable",
-				i, inv.GPUs[i].UUID, plGiB(c.used), plGiB(c.usable)))
+				i, inv.GPUs[i].UUID, inGiB(c.used), inGiB(c.usable)))
 		}
 	}
 	for k := range live {
 		a := &live[k]
-		if !plLive(a, now) {
+		if !isLive(a, now) {
 			continue
 		}
 		if len(a.Shares) == 0 {
 			out = append(out, fmt.Sprintf("lease %s: no GPUs", a.Holder))
 		}
 		for j, s := range a.Shares {
-			if plIndexOf(&inv, s.UUID) < 0 {
+			if indexOf(&inv, s.UUID) < 0 {
 				out = append(out, fmt.Sprintf("lease %s: share on unknown GPU %s", a.Holder, s.UUID))
 			}
 			if s.MiB <= 0 {
@@ -218,7 +220,7 @@ func Over(inv Inventory, live []Allocation, now time.Time) []string {
 			}
 		}
 		for _, b := range live[:k] {
-			if b.Holder == a.Holder && plLive(&b, now) {
+			if b.Holder == a.Holder && isLive(&b, now) {
 				out = append(out, fmt.Sprintf("lease %s: holder has two live leases", a.Holder))
 				break
 			}
@@ -229,49 +231,49 @@ func Over(inv Inventory, live []Allocation, now time.Time) []string {
 
 // ---- the ledger as placement sees it ----
 
-// plCard is one GPU at one instant.
-type plCard struct {
-	usable  MiB  // total − reserve
-	used    MiB  // sum of live shares
-	leases  int  // live leases on the card
-	large   bool // holds a large lease (see plNewLedger)
-	loading bool // holds a LOADING lease: no second load starts here
+// card is one GPU at one instant.
+type card struct {
+	usable  gpu.MiB // total − reserve
+	used    gpu.MiB // sum of live shares
+	leases  int     // live leases on the card
+	large   bool    // holds a large lease (see newLedger)
+	loading bool    // holds a LOADING lease: no second load starts here
 }
 
-func (c *plCard) free() MiB { return c.usable - c.used }
+func (c *card) free() gpu.MiB { return c.usable - c.used }
 
-type plLedger struct {
-	inv   *Inventory
-	cards []plCard
+type ledger struct {
+	inv   *gpu.Inventory
+	cards []card
 }
 
-// plGrant is a placement before it becomes shares: card indices (ascending) and the MiB on
+// grant is a placement before it becomes shares: card indices (ascending) and the MiB on
 // each.
-type plGrant struct {
+type grant struct {
 	idx []int
-	mib MiB
+	mib gpu.MiB
 }
 
-// plLive: a lease is live while now is before its expiry; a zero Expires is already past.
-func plLive(a *Allocation, now time.Time) bool { return now.Before(a.Expires) }
+// isLive: a lease is live while now is before its expiry; a zero Expires is already past.
+func isLive(a *gpu.Allocation, now time.Time) bool { return now.Before(a.Expires) }
 
-// plNewLedger sums the live leases per card. A lease is "large" on a card when its share
+// newLedger sums the live leases per card. A lease is "large" on a card when its share
 // exceeds half the card's usable memory, or when it spans several cards (tensor-parallel
 // servers want their cards to themselves). Shares on GPUs this inventory lacks are ignored
 // here (Over reports them). With withLoading false, LOADING leases count as ready.
-func plNewLedger(inv *Inventory, live []Allocation, now time.Time, withLoading bool) plLedger {
-	l := plLedger{inv: inv, cards: make([]plCard, len(inv.GPUs))}
+func newLedger(inv *gpu.Inventory, live []gpu.Allocation, now time.Time, withLoading bool) ledger {
+	l := ledger{inv: inv, cards: make([]card, len(inv.GPUs))}
 	for i := range l.cards {
 		l.cards[i].usable = inv.UsableMiB(i)
 	}
 	for k := range live {
 		a := &live[k]
-		if !plLive(a, now) {
+		if !isLive(a, now) {
 			continue
 		}
 		multi := len(a.Shares) > 1
 		for _, s := range a.Shares {
-			i := plIndexOf(inv, s.UUID)
+			i := indexOf(inv, s.UUID)
 			if i < 0 {
 				continue
 			}
@@ -281,7 +283,7 @@ func plNewLedger(inv *Inventory, live []Allocation, now time.Time, withLoading b
 			if multi || 2*s.MiB > c.usable {
 				c.large = true
 			}
-			if withLoading && a.State == LeaseLoading {
+			if withLoading && a.State == gpu.LeaseLoading {
 				c.loading = true
 			}
 		}
@@ -289,12 +291,12 @@ func plNewLedger(inv *Inventory, live []Allocation, now time.Time, withLoading b
 	return l
 }
 
-func (l *plLedger) clone() plLedger {
-	return plLedger{inv: l.inv, cards: slices.Clone(l.cards)}
+func (l *ledger) clone() ledger {
+	return ledger{inv: l.inv, cards: slices.Clone(l.cards)}
 }
 
 // add books a grant, as placement would classify it once granted.
-func (l *plLedger) add(g plGrant, loading bool) {
+func (l *ledger) add(g grant, loading bool) {
 	for _, i := range g.idx {
 		c := &l.cards[i]
 		c.used += g.mib
@@ -308,29 +310,29 @@ func (l *plLedger) add(g plGrant, loading bool) {
 	}
 }
 
-func (l *plLedger) shares(g plGrant) []Share {
-	out := make([]Share, len(g.idx))
+func (l *ledger) shares(g grant) []gpu.Share {
+	out := make([]gpu.Share, len(g.idx))
 	for k, i := range g.idx {
-		out[k] = Share{UUID: l.inv.GPUs[i].UUID, MiB: g.mib}
+		out[k] = gpu.Share{UUID: l.inv.GPUs[i].UUID, MiB: g.mib}
 	}
 	return out
 }
 
-// plFootprint is the memory of v on each GPU of a group of n: ceil(NeedMiB/n) plus the
+// footprint is the memory of v on each GPU of a group of n: ceil(NeedMiB/n) plus the
 // per-GPU overhead (CUDA context and activations are paid on every card a server spans).
-func plFootprint(v Variant, n int) MiB {
+func footprint(v gpu.Variant, n int) gpu.MiB {
 	need := max(v.NeedMiB, 0)
-	return (need+MiB(n)-1)/MiB(n) + max(v.PerGPUOverheadMiB, 0)
+	return (need+gpu.MiB(n)-1)/gpu.MiB(n) + max(v.PerGPUOverheadMiB, 0)
 }
 
-// plDefaultSizes are the tensor-parallel sizes of a variant that names none.
-var plDefaultSizes = []int{1, 2, 4, 8}
+// defaultSizes are the tensor-parallel sizes of a variant that names none.
+var defaultSizes = []int{1, 2, 4, 8}
 
-// plSizes are v's group sizes that this host can offer, ascending, without repeats.
-func plSizes(v Variant, n int, buf []int) []int {
+// groupSizes are v's group sizes that this host can offer, ascending, without repeats.
+func groupSizes(v gpu.Variant, n int, buf []int) []int {
 	sizes := v.GroupSizes
 	if len(sizes) == 0 {
-		sizes = plDefaultSizes
+		sizes = defaultSizes
 	}
 	buf = buf[:0]
 	for _, s := range sizes {
@@ -343,21 +345,21 @@ func plSizes(v Variant, n int, buf []int) []int {
 }
 
 // place picks the group for one replica of v, skipping masked cards (mask may be nil).
-func (l *plLedger) place(v Variant, mask []bool) (plGrant, bool) {
+func (l *ledger) place(v gpu.Variant, mask []bool) (grant, bool) {
 	var sb [8]int
-	for _, s := range plSizes(v, len(l.cards), sb[:0]) {
-		var g plGrant
+	for _, s := range groupSizes(v, len(l.cards), sb[:0]) {
+		var g grant
 		var ok bool
 		if s == 1 {
-			g, ok = l.placeOne(plFootprint(v, 1), mask)
+			g, ok = l.placeOne(footprint(v, 1), mask)
 		} else {
-			g, ok = l.placeGroup(s, plFootprint(v, s), mask)
+			g, ok = l.placeGroup(s, footprint(v, s), mask)
 		}
 		if ok {
 			return g, true
 		}
 	}
-	return plGrant{}, false
+	return grant{}, false
 }
 
 // placeOne puts a single-card footprint f on one card. Each candidate card (not masked, not
@@ -375,7 +377,7 @@ func (l *plLedger) place(v Variant, mask []bool) (plGrant, bool) {
 //
 // Keeping large and small apart is what stops a 4B model from landing on the card a 27B
 // model holds (or is about to need) on a 2×24 GiB host, whichever arrives first.
-func (l *plLedger) placeOne(f MiB, mask []bool) (plGrant, bool) {
+func (l *ledger) placeOne(f gpu.MiB, mask []bool) (grant, bool) {
 	best := -1
 	var bestKey [3]int64
 	for i := range l.cards {
@@ -393,17 +395,17 @@ func (l *plLedger) placeOne(f MiB, mask []bool) (plGrant, bool) {
 		default:
 			key = [3]int64{2, left, 0}
 		}
-		if best < 0 || plLess(key, bestKey) {
+		if best < 0 || less(key, bestKey) {
 			best, bestKey = i, key
 		}
 	}
 	if best < 0 {
-		return plGrant{}, false
+		return grant{}, false
 	}
-	return plGrant{idx: []int{best}, mib: f}, true
+	return grant{idx: []int{best}, mib: f}, true
 }
 
-func plLess(a, b [3]int64) bool {
+func less(a, b [3]int64) bool {
 	for k := range a {
 		if a[k] != b[k] {
 			return a[k] < b[k]
@@ -414,13 +416,13 @@ func plLess(a, b [3]int64) bool {
 
 // freeLinkScore is card i's best link to another wholly free card: high when taking i would
 // break an intact free pair or group.
-func (l *plLedger) freeLinkScore(i int, mask []bool) int {
+func (l *ledger) freeLinkScore(i int, mask []bool) int {
 	best := 0
 	for j := range l.cards {
 		if j == i || l.cards[j].leases > 0 || (mask != nil && mask[j]) {
 			continue
 		}
-		best = max(best, LinkScore(l.inv.LinkBetween(i, j)))
+		best = max(best, gpu.LinkScore(l.inv.LinkBetween(i, j)))
 	}
 	return best
 }
@@ -429,7 +431,7 @@ func (l *plLedger) freeLinkScore(i int, mask []bool) int {
 // server gets its cards to itself): among the groups of s such cards, the best connected
 // (GroupScore: link scores summed over pairs), then the least stranded memory (usable − f,
 // summed), then the lowest indices (enumeration is lexicographic: the first of equals wins).
-func (l *plLedger) placeGroup(s int, f MiB, mask []bool) (plGrant, bool) {
+func (l *ledger) placeGroup(s int, f gpu.MiB, mask []bool) (grant, bool) {
 	var cb [16]int
 	cand := cb[:0]
 	for i := range l.cards {
@@ -440,21 +442,21 @@ func (l *plLedger) placeGroup(s int, f MiB, mask []bool) (plGrant, bool) {
 		cand = append(cand, i)
 	}
 	if len(cand) < s {
-		return plGrant{}, false
+		return grant{}, false
 	}
 	best := l.bestGroup(cand, s, func(grp []int) (int, int64) {
 		var stranded int64
 		for _, i := range grp {
 			stranded += int64(l.cards[i].usable - f)
 		}
-		return GroupScore(*l.inv, grp), -stranded
+		return gpu.GroupScore(*l.inv, grp), -stranded
 	})
-	return plGrant{idx: best, mib: f}, true
+	return grant{idx: best, mib: f}, true
 }
 
 // bestGroup enumerates the s-subsets of cand (ascending indices, lexicographic order) and
 // returns the one whose (a, b) is highest, the first among equals.
-func (l *plLedger) bestGroup(cand []int, s int, rank func([]int) (int, int64)) []int {
+func (l *ledger) bestGroup(cand []int, s int, rank func([]int) (int, int64)) []int {
 	var pb, gb [16]int
 	pos := pb[:0]
 	grp := gb[:0]
@@ -497,17 +499,17 @@ func (l *plLedger) bestGroup(cand []int, s int, rank func([]int) (int, int64)) [
 // every card is masked); for one card, the card with the least memory still to be released;
 // for a group, the s cards (each large enough once empty) holding the least leased memory,
 // then best connected, least stranded, lowest indices. Nil when v never fits this host.
-func (l *plLedger) target(v Variant, mask []bool) []int {
+func (l *ledger) target(v gpu.Variant, mask []bool) []int {
 	if t := l.targetMasked(v, mask); t != nil || mask == nil {
 		return t
 	}
 	return l.targetMasked(v, nil)
 }
 
-func (l *plLedger) targetMasked(v Variant, mask []bool) []int {
+func (l *ledger) targetMasked(v gpu.Variant, mask []bool) []int {
 	var sb [8]int
-	for _, s := range plSizes(v, len(l.cards), sb[:0]) {
-		f := plFootprint(v, s)
+	for _, s := range groupSizes(v, len(l.cards), sb[:0]) {
+		f := footprint(v, s)
 		var cand []int
 		for i := range l.cards {
 			if (mask == nil || !mask[i]) && l.cards[i].usable >= f {
@@ -519,7 +521,7 @@ func (l *plLedger) targetMasked(v Variant, mask []bool) []int {
 		}
 		if s == 1 {
 			best := -1
-			var bestShort MiB
+			var bestShort gpu.MiB
 			for _, i := range cand {
 				short := max(f-l.cards[i].free(), 0)
 				if best < 0 || short < bestShort {
@@ -535,7 +537,7 @@ func (l *plLedger) targetMasked(v Variant, mask []bool) []int {
 				stranded += int64(l.cards[i].usable - f)
 			}
 			// Least used first; pack score and stranding into the tie-breakers.
-			return -int(min(used, 1<<40)), int64(GroupScore(*l.inv, grp))<<40 - stranded
+			return -int(min(used, 1<<40)), int64(gpu.GroupScore(*l.inv, grp))<<40 - stranded
 		})
 	}
 	return nil
@@ -545,15 +547,15 @@ func (l *plLedger) targetMasked(v Variant, mask []bool) []int {
 
 // explain says why v does not fit now: for each group size this host could ever offer v,
 // what it needs and what there is; or that it never fits this host.
-func (l *plLedger) explain(v Variant, mask []bool) string {
+func (l *ledger) explain(v gpu.Variant, mask []bool) string {
 	if len(l.cards) == 0 {
 		return "host has no GPUs"
 	}
 	var sb [8]int
-	sizes := plSizes(v, len(l.cards), sb[:0])
+	sizes := groupSizes(v, len(l.cards), sb[:0])
 	var parts []string
 	for _, s := range sizes {
-		f := plFootprint(v, s)
+		f := footprint(v, s)
 		big := 0
 		for i := range l.cards {
 			if l.cards[i].usable >= f {
@@ -564,7 +566,7 @@ func (l *plLedger) explain(v Variant, mask []bool) string {
 			continue // never at this size
 		}
 		if s == 1 {
-			most, at := MiB(-1), -1
+			most, at := gpu.MiB(-1), -1
 			var loading []string
 			for i := range l.cards {
 				c := &l.cards[i]
@@ -578,9 +580,9 @@ func (l *plLedger) explain(v Variant, mask []bool) string {
 					most, at = c.free(), i
 				}
 			}
-			p := fmt.Sprintf("needs %s GiB on one card", plGiB(f))
+			p := fmt.Sprintf("needs %s GiB on one card", inGiB(f))
 			if at >= 0 {
-				p += fmt.Sprintf(": most free is %s GiB (GPU %d)", plGiB(max(most, 0)), at)
+				p += fmt.Sprintf(": most free is %s GiB (GPU %d)", inGiB(max(most, 0)), at)
 			}
 			if len(loading) > 0 {
 				p += fmt.Sprintf("; GPU %s loading a model", strings.Join(loading, ","))
@@ -588,55 +590,55 @@ func (l *plLedger) explain(v Variant, mask []bool) string {
 			parts = append(parts, p)
 			continue
 		}
-		var free []MiB
+		var free []gpu.MiB
 		for i := range l.cards {
 			if l.cards[i].leases == 0 && l.cards[i].usable >= f {
 				free = append(free, l.cards[i].usable)
 			}
 		}
-		parts = append(parts, fmt.Sprintf("needs %d×%s GiB on wholly free cards; %s", s, plGiB(f), plCardList(free)))
+		parts = append(parts, fmt.Sprintf("needs %d×%s GiB on wholly free cards; %s", s, inGiB(f), cardList(free)))
 	}
 	if len(parts) == 0 {
 		var needs []string
 		for _, s := range sizes {
-			needs = append(needs, fmt.Sprintf("%d×%s GiB", s, plGiB(plFootprint(v, s))))
+			needs = append(needs, fmt.Sprintf("%d×%s GiB", s, inGiB(footprint(v, s))))
 		}
 		if len(needs) == 0 {
 			return fmt.Sprintf("never fits this host: no group size of %v on %d GPUs", v.GroupSizes, len(l.cards))
 		}
-		us := make([]MiB, len(l.cards))
+		us := make([]gpu.MiB, len(l.cards))
 		for i := range l.cards {
 			us[i] = l.cards[i].usable
 		}
 		return fmt.Sprintf("never fits this host: needs %s; cards have %s GiB usable",
-			strings.Join(needs, " or "), plSizesList(us))
+			strings.Join(needs, " or "), sizesList(us))
 	}
 	return strings.Join(parts, "; ")
 }
 
-// plCardList: "no free card", "1 free card of 10.5 GiB", "3 free cards of 23.5 GiB",
+// cardList: "no free card", "1 free card of 10.5 GiB", "3 free cards of 23.5 GiB",
 // "3 free cards (10.5, 23.5, 23.5 GiB)".
-func plCardList(free []MiB) string {
+func cardList(free []gpu.MiB) string {
 	switch {
 	case len(free) == 0:
 		return "no free card large enough"
 	case len(free) == 1:
-		return "1 free card of " + plGiB(free[0]) + " GiB"
+		return "1 free card of " + inGiB(free[0]) + " GiB"
 	}
 	s := slices.Clone(free)
 	slices.Sort(s)
 	if s[0] == s[len(s)-1] {
-		return fmt.Sprintf("%d free cards of %s GiB", len(s), plGiB(s[0]))
+		return fmt.Sprintf("%d free cards of %s GiB", len(s), inGiB(s[0]))
 	}
 	g := make([]string, len(s))
 	for k, m := range s {
-		g[k] = plGiB(m)
+		g[k] = inGiB(m)
 	}
 	return fmt.Sprintf("%d free cards (%s GiB)", len(s), strings.Join(g, ", "))
 }
 
-// plSizesList: "4×10.5" or "1×10.5 + 4×23.5", ascending.
-func plSizesList(ms []MiB) string {
+// sizesList: "4×10.5" or "1×10.5 + 4×23.5", ascending.
+func sizesList(ms []gpu.MiB) string {
 	s := slices.Clone(ms)
 	slices.Sort(s)
 	var parts []string
@@ -645,13 +647,13 @@ func plSizesList(ms []MiB) string {
 		for j < len(s) && s[j] == s[k] {
 			j++
 		}
-		parts = append(parts, fmt.Sprintf("%d×%s", j-k, plGiB(s[k])))
+		parts = append(parts, fmt.Sprintf("%d×%s", j-k, inGiB(s[k])))
 		k = j
 	}
 	return strings.Join(parts, " + ")
 }
 
-func plReservedReason(ahead []Waiter, reserved []bool, by []int) string {
+func reservedReason(ahead []Waiter, reserved []bool, by []int) string {
 	var cards []string
 	first := -1
 	for i, r := range reserved {
@@ -667,17 +669,17 @@ func plReservedReason(ahead []Waiter, reserved []bool, by []int) string {
 		strings.Join(cards, ","), w.Holder, w.Model, w.Variant.Name, w.Since.UTC().Format(time.RFC3339))
 }
 
-// plGiB formats MiB as GiB with one decimal, "11" rather than "11.0".
-func plGiB(m MiB) string {
-	s := strconv.FormatFloat(float64(m)/float64(GiB), 'f', 1, 64)
+// inGiB formats MiB as GiB with one decimal, "11" rather than "11.0".
+func inGiB(m gpu.MiB) string {
+	s := strconv.FormatFloat(float64(m)/float64(gpu.GiB), 'f', 1, 64)
 	return strings.TrimSuffix(s, ".0")
 }
 
 // ---- inventory helpers ----
 
-// plIndexOf maps a share's UUID to its card; -1 for a GPU the inventory lacks. A linear scan:
+// indexOf maps a share's UUID to its card; -1 for a GPU the inventory lacks. A linear scan:
 // hosts have a handful of GPUs, and it keeps Fit free of maps.
-func plIndexOf(inv *Inventory, uuid string) int {
+func indexOf(inv *gpu.Inventory, uuid string) int {
 	for i := range inv.GPUs {
 		if inv.GPUs[i].UUID == uuid {
 			return i

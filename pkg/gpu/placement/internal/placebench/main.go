@@ -1,12 +1,12 @@
 // Command placebench compares shoal's GPU placement with the strategies users write by hand
 // and with an exhaustive optimum, on a fixed set of hosts and model mixes (the three failures
-// of the placement issue and the fleets of pkg/gpu's table tests).
+// of the placement issue and the fleets of pkg/gpu/placement's table tests).
 //
-//	go run ./pkg/gpu/internal/placebench [-v]
+//	go run ./pkg/gpu/placement/internal/placebench [-v]
 //
 // For each scenario it prints the replicas asked for and, per strategy, replicas placed / VRAM
 // leased (GiB):
-//   - shoal: gpu.ChooseVariant then gpu.Fit per replica, in arrival order;
+//   - shoal: placement.ChooseVariant then placement.Fit per replica, in arrival order;
 //   - round-robin: gpus_per_worker = len(gpus) // workers, worker k gets [k*g, (k+1)*g),
 //     first variant only;
 //   - fixed: big models on the last card, small ones on card 0, first variant only;

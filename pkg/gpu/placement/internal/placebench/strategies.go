@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoal-run/shoal/pkg/gpu"
+	"github.com/shoal-run/shoal/pkg/gpu/placement"
 )
 
 // result is what one strategy made of one scenario.
@@ -62,13 +63,13 @@ func runShoal(s scenario) result {
 				others = append(others, a)
 			}
 		}
-		vi, _ := gpu.ChooseVariant(inv, others, r.variants, s.workers(r.model), benchNow)
+		vi, _ := placement.ChooseVariant(inv, others, r.variants, s.workers(r.model), benchNow)
 		why := "no variant ever fits this host"
 		done := false
 		if vi >= 0 {
 			why = ""
 			for _, v := range r.variants[vi:] {
-				shares, reason, ok := gpu.Fit(inv, live, v, benchNow)
+				shares, reason, ok := placement.Fit(inv, live, v, benchNow)
 				if !ok {
 					if why == "" {
 						why = reason
@@ -90,12 +91,12 @@ func runShoal(s scenario) result {
 		}
 		if !done {
 			if vi < 0 {
-				_, why, _ = gpu.Fit(inv, live, r.variants[0], benchNow)
+				_, why, _ = placement.Fit(inv, live, r.variants[0], benchNow)
 			}
 			res.detail = append(res.detail, "- ("+why+")")
 		}
 	}
-	if over := gpu.Over(inv, live, benchNow); len(over) > 0 {
+	if over := placement.Over(inv, live, benchNow); len(over) > 0 {
 		panic(fmt.Sprintf("scenario %s: shoal broke the ledger: %v", s.name, over))
 	}
 	return res
