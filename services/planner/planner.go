@@ -605,24 +605,18 @@ func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string
 			return err
 		}
 	}
-	island := islandOf(n, cfg.Database.NumIslands)
-	mode := protocol.ModeRewrite
-	if cfg.DiffBasedEvolution {
-		mode = protocol.ModeDiff
-	}
 	task := &protocol.Task{
 		Meta:      protocol.Meta{ID: protocol.TaskID(spec.Run, n), Run: spec.Run},
 		Model:     model,
 		Iteration: n,
-		Island:    island,
-		Mode:      mode,
-		Language:  cfg.Language,
+		Island:    islandOf(n, cfg.Database.NumIslands),
 		// The parent's code is what an edit applies to; its metrics and artifacts are in
 		// the prompt already.
 		Parent:    protocol.Program{ID: sample.Parent.ID, Code: sample.Parent.Code, Generation: sample.Parent.Generation, Island: sample.Parent.Island},
 		Seed:      taskSeed(cfg, n),
 		CreatedAt: time.Now().UTC(),
 	}
+	task.SetDefaults(cfg.DiffBasedEvolution, cfg.Language)
 	// A task carries what its backend reads, no more: every stage decodes it, and programs
 	// and artifacts make up most of a prompt. The mutate backend reads the inspirations'
 	// code and no prompt; a model reads the prompt, which holds the inspirations already.
@@ -632,7 +626,7 @@ func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string
 		}
 	} else {
 		task.Messages = prompt.Render(cfg, s.templatesOf(ctx, spec), prompt.Inputs{Parent: sample.Parent, Top: sample.Top,
-			Inspirations: sample.Inspirations, Previous: sample.Previous, Mode: mode, Language: cfg.Language})
+			Inspirations: sample.Inspirations, Previous: sample.Previous, Mode: task.Mode, Language: task.Language})
 	}
 	if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Task(spec.Run, model), task.ID, task); err != nil {
 		return err
