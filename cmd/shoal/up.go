@@ -18,9 +18,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-run/shoal/examples"
+	"github.com/shoal-run/shoal/pkg/daemon"
 	"github.com/shoal-run/shoal/pkg/natsauth"
+	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/pkg/runs"
@@ -127,7 +130,9 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 		return err
 	}
 	logPath := filepath.Join(o.stateDir, "shoal.log")
-	log, closeLog, err := openLog(logPath, o.logLevel, cmd.ErrOrStderr())
+	// The services' warnings and up's own lines share the terminal from several goroutines.
+	stderr := &lockedWriter{w: cmd.ErrOrStderr()}
+	log, closeLog, err := openLog(logPath, o.logLevel, stderr)
 	if err != nil {
 		return err
 	}
@@ -147,42 +152,38 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 	}
 	defer shutdown()
 
-	// Services run until the run ends or the user interrupts; then they drain.
+	// Services run until the run ends or the user interrupts; then they drain. They run as one
+	// group: one that dies stops the others and ends `shoal up` with its error, rather than
+	// leaving a run that can no longer finish.
 	svcCtx, stopServices := context.WithCancel(ctx)
 	defer stopServices()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(services))
+	group, groupCtx := errgroup.WithContext(svcCtx)
 	for _, name := range services {
 		nc, err := connect(natsauth.Role(name))
 		if err != nil {
 			return err
 		}
-		defer nc.Close()
+		defer natsx.Close(nc, daemon.DrainLimit)
 		run, err := newService(name, names, nc, log, o)
 		if err != nil {
 			return err
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		group.Go(func() error {
 			// Cancelled while it started (the seed was refused at once) is no error of its own.
-			if err := run(svcCtx); err != nil && !errors.Is(err, context.Canceled) {
+			if err := run(groupCtx); err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("service stopped", "service", name, "err", err)
-				errs <- fmt.Errorf("%s: %w", name, err)
+				return fmt.Errorf("%s: %w", name, err)
 			}
-		}()
+			return nil
+		})
 	}
 	stop := func() error {
 		stopServices()
-		wg.Wait()
-		close(errs)
-		var all []error
-		for err := range errs {
-			all = append(all, err)
-		}
-		return errors.Join(all...)
+		return group.Wait()
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "shoal %s: services %s up; logs in %s\n", version, strings.Join(services, ","), logPath)
+	// What follows the run ends when a service dies too.
+	ctx = groupCtx
+	fmt.Fprintf(stderr, "shoal %s: services %s up; logs in %s\n", version, strings.Join(services, ","), logPath)
 
 	if o.noSeed {
 		<-ctx.Done()
@@ -205,7 +206,7 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 	if run == "" {
 		run = runIDFor(filepath.Base(filepath.Dir(p.program)))
 	}
-	warn := func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", s) }
+	warn := func(s string) { fmt.Fprintln(stderr, "warning:", s) }
 	so, err := upSeedOptions(o, services)
 	if err != nil {
 		return errors.Join(err, stop())
@@ -214,14 +215,26 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 	if err != nil {
 		return errors.Join(err, stop())
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "seeded run %s from %s\n", run, p.program)
-	unwatch := printEvents(nc, names, run, cmd.ErrOrStderr())
+	fmt.Fprintf(stderr, "seeded run %s from %s\n", run, p.program)
+	unwatch := printEvents(nc, names, run, stderr)
 	defer unwatch()
-	done, werr := follow(ctx, c, run, cfg, cmd.ErrOrStderr())
+	done, werr := follow(ctx, c, run, cfg, stderr)
 	if done && o.output != "" {
-		werr = writeOutput(ctx, c, run, o.output, cmd.ErrOrStderr())
+		werr = writeOutput(ctx, c, run, o.output, stderr)
 	}
 	return errors.Join(werr, stop())
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func splitHostPort(addr string) (string, int, error) {

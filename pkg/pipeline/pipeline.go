@@ -112,15 +112,17 @@ func Consume(ctx context.Context, cons jetstream.Consumer, cfg Config, h Handler
 		}
 	}
 	if dl != nil {
-		// The watch stops with ctx: after shutdown the replicas still running take over.
+		// The watch stops with ctx, or when Consume returns because its consumer failed: after
+		// shutdown the replicas still running take over.
+		watchCtx, stopWatch := context.WithCancel(ctx)
 		watchDone := make(chan struct{})
 		go func() {
 			defer close(watchDone)
-			if err := dl.watch(ctx, cfg); err != nil {
+			if err := dl.watch(watchCtx, cfg); err != nil {
 				cfg.Log.Error("dead-letter watch failed; exhausted messages stay in the stream", "stage", cfg.Name, "err", err)
 			}
 		}()
-		defer func() { <-watchDone }()
+		defer func() { stopWatch(); <-watchDone }()
 	}
 	defer func() {
 		done := make(chan struct{})

@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -128,5 +129,18 @@ func TestResultShrink(t *testing.T) {
 	failed := c.Failed("dead-lettered: x")
 	if !failed.Shrink() || failed.Candidate.Code != "" || failed.Shrink() {
 		t.Errorf("a failed result drops its code once: %+v", failed)
+	}
+}
+
+func TestNamesValidate(t *testing.T) {
+	for _, tt := range []struct {
+		prefix string
+		ok     bool
+	}{
+		{"shoal", true}, {"team.a", true}, {"", false}, {"a b", false}, {"a.*", false}, {"a.>", false}, {".a", false}, {"a.", false}, {"a..b", false},
+	} {
+		if err := (protocol.Names{Prefix: tt.prefix}).Validate(); (err == nil) != tt.ok || (err != nil && !errors.Is(err, protocol.ErrBadPrefix)) {
+			t.Errorf("Validate(%q) = %v, want ok %v", tt.prefix, err, tt.ok)
+		}
 	}
 }

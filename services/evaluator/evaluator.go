@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -34,7 +33,7 @@ import (
 // Config configures one evaluator replica. Replicas with the same Names share the work.
 type Config struct {
 	Names protocol.Names
-	// ID names this replica in results and logs; default <hostname>-<pid>.
+	// ID names this replica in results and logs; default evaluator-<hostname>-<pid>.
 	ID string
 	// Concurrency is how many candidates are evaluated at once; default runtime.NumCPU().
 	Concurrency int
@@ -69,10 +68,7 @@ func (c *Config) setDefaults() {
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
-		if host == "" {
-			host = "evaluator"
-		}
-		c.ID = host + "-" + strconv.Itoa(os.Getpid())
+		c.ID = fmt.Sprintf("evaluator-%s-%d", host, os.Getpid())
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = runtime.NumCPU()
@@ -99,21 +95,20 @@ func (c *Config) setDefaults() {
 
 // Validate reports the first setting that cannot work, in words a user can act on.
 func (c *Config) Validate() error {
-	p := c.Names.Prefix
-	if strings.ContainsAny(p, " \t\r\n*>") || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") || strings.Contains(p, "..") {
-		return fmt.Errorf("evaluator config: prefix %q must be dot-separated tokens without spaces, '*' or '>'", p)
+	if err := c.Names.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if c.Concurrency < 1 {
-		return fmt.Errorf("evaluator config: concurrency %d must be at least 1", c.Concurrency)
+		return fmt.Errorf("%w: concurrency %d must be at least 1", ErrConfig, c.Concurrency)
 	}
 	if c.MaxOutputBytes < 1024 {
-		return fmt.Errorf("evaluator config: max output %d bytes must be at least 1024", c.MaxOutputBytes)
+		return fmt.Errorf("%w: max output %d bytes must be at least 1024", ErrConfig, c.MaxOutputBytes)
 	}
 	if c.ScratchMB < 1 {
-		return fmt.Errorf("evaluator config: work dir limit %d MiB must be at least 1", c.ScratchMB)
+		return fmt.Errorf("%w: work dir limit %d MiB must be at least 1", ErrConfig, c.ScratchMB)
 	}
 	if !filepath.IsAbs(c.CacheDir) {
-		return fmt.Errorf("evaluator config: cache dir %q must be an absolute path", c.CacheDir)
+		return fmt.Errorf("%w: cache dir %q must be an absolute path", ErrConfig, c.CacheDir)
 	}
 	return nil
 }
@@ -138,7 +133,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	if nc == nil {
-		return nil, errors.New("evaluator: nil NATS connection")
+		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -147,7 +142,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("evaluator: jetstream: %w", err)
 	}
-	return &Service{cfg: cfg, js: js, log: log.With("evaluator", cfg.ID)}, nil
+	return &Service{cfg: cfg, js: js, log: log.With("service", "evaluator", "replica", cfg.ID)}, nil
 }
 
 // Run provisions the streams it needs, then evaluates candidates until ctx ends, and returns

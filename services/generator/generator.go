@@ -95,6 +95,9 @@ func (c *Config) setDefaults() {
 
 // Validate reports a config a replica cannot run with.
 func (c *Config) Validate() error {
+	if err := c.Names.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	switch {
 	case len(c.Models) > 1:
 		return fmt.Errorf("%w: models %q: a replica serves one model or all of them; start one replica per model instead", ErrConfig, c.Models)
@@ -147,7 +150,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	if nc == nil {
-		return nil, errors.New("generator: no NATS connection")
+		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -156,7 +159,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generator: jetstream: %w", err)
 	}
-	s := &Service{cfg: cfg, js: js, log: log.With("generator", cfg.ID), http: cfg.HTTPClient}
+	s := &Service{cfg: cfg, js: js, log: log.With("service", "generator", "replica", cfg.ID), http: cfg.HTTPClient}
 	if s.http == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = cfg.Concurrency

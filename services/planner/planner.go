@@ -75,6 +75,17 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// Validate reports a config a replica cannot run with.
+func (c *Config) Validate() error {
+	if err := c.Names.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if c.OwnerTTL < time.Second {
+		return fmt.Errorf("%w: owner ttl %s: want at least 1s", ErrConfig, c.OwnerTTL)
+	}
+	return nil
+}
+
 // Service is a planner replica.
 type Service struct {
 	cfg  Config
@@ -98,14 +109,23 @@ type Service struct {
 	controls map[string]*protocol.RunControl
 }
 
-// New returns a planner replica; Run starts it.
+// New checks cfg and prepares a replica; Run starts it.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("planner: %w", err)
 	}
-	return &Service{cfg: cfg, nc: nc, js: js, log: log.With("service", "planner"),
+	return &Service{cfg: cfg, nc: nc, js: js, log: log.With("service", "planner", "replica", cfg.ID),
 		plans: map[string]*protocol.PlannerState{}, pending: map[string]int64{}, templates: map[string]*prompt.Templates{},
 		generators: map[string]protocol.Generator{}, warned: map[string]string{}, owning: map[string]bool{},
 		states: map[string]*protocol.RunState{}, controls: map[string]*protocol.RunControl{}}, nil
