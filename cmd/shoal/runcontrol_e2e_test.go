@@ -46,11 +46,14 @@ func (s *stack) waitFor(run, what string, limit time.Duration, ok func(*protocol
 }
 
 func TestPauseResumeExtend(t *testing.T) {
+	// The budget leaves the pause time to land: 20 iterations of mutate once ran to the end
+	// (in under a second) between the 4th result and the pause, on base code too.
+	const budget = 60
 	s := startStack(t)
-	s.seed("ctl", exampleDir(t), fmt.Sprintf(mutateConfig, 20))
+	s.seed("ctl", exampleDir(t), fmt.Sprintf(mutateConfig, budget))
 	s.waitFor("ctl", "progress", time.Minute, func(_ *protocol.PlannerState, st *protocol.RunState) bool { return st.Iterations >= 4 })
 
-	if out := s.shoal("run", "pause", "ctl"); !strings.Contains(out, "run ctl paused; budget: 20 iterations (paused)") {
+	if out := s.shoal("run", "pause", "ctl"); !strings.Contains(out, fmt.Sprintf("run ctl paused; budget: %d iterations (paused)", budget)) {
 		t.Errorf("pause printed %q", out)
 	}
 	// Paused: the tasks in flight finish, and no new one is issued.
@@ -61,21 +64,21 @@ func TestPauseResumeExtend(t *testing.T) {
 	if pst2, st2 := s.waitFor("ctl", "re-read", time.Second, func(*protocol.PlannerState, *protocol.RunState) bool { return true }); pst2.Issued != pst.Issued || st2.Iterations != st.Iterations {
 		t.Fatalf("paused run went on: issued %d→%d, iterations %d→%d", pst.Issued, pst2.Issued, st.Iterations, st2.Iterations)
 	}
-	if pst.Issued >= 20 {
+	if pst.Issued >= budget {
 		t.Fatalf("the run spent its budget (%d) before the pause took effect; the test needs a longer run", pst.Issued)
 	}
-	if out := s.shoal("status", "--run", "ctl"); !strings.Contains(out, "paused") || !strings.Contains(out, fmt.Sprintf("%d/20", st.Iterations)) {
+	if out := s.shoal("status", "--run", "ctl"); !strings.Contains(out, "paused") || !strings.Contains(out, fmt.Sprintf("%d/%d", st.Iterations, budget)) {
 		t.Errorf("status does not show the pause:\n%s", out)
 	}
 
 	s.shoal("run", "resume", "ctl")
 	st = s.waitDone("ctl", time.Minute)
-	if st.Iterations != 20 {
-		t.Fatalf("resumed run ended at %d iterations, want 20", st.Iterations)
+	if st.Iterations != budget {
+		t.Fatalf("resumed run ended at %d iterations, want %d", st.Iterations, budget)
 	}
 
 	// A finished run goes on with the larger budget.
-	if out := s.shoal("run", "extend", "ctl", "--iterations", "10"); !strings.Contains(out, "budget: 30 iterations") {
+	if out := s.shoal("run", "extend", "ctl", "--iterations", "10"); !strings.Contains(out, fmt.Sprintf("budget: %d iterations", budget+10)) {
 		t.Errorf("extend printed %q", out)
 	}
 	s.waitFor("ctl", "extension", 30*time.Second, func(pst *protocol.PlannerState, _ *protocol.RunState) bool {
@@ -83,14 +86,15 @@ func TestPauseResumeExtend(t *testing.T) {
 	})
 	st = s.waitDone("ctl", time.Minute)
 	pst, _ = s.client.runs.Planner(context.Background(), "ctl")
-	if st.Iterations != 30 || pst.Issued != 30 || !strings.Contains(pst.StopReason, "max_iterations (30)") {
-		t.Errorf("extended run: %d iterations, %d issued, stop reason %q; want 30, 30, max_iterations (30)", st.Iterations, pst.Issued, pst.StopReason)
+	want := budget + 10
+	if st.Iterations != int64(want) || pst.Issued != int64(want) || !strings.Contains(pst.StopReason, fmt.Sprintf("max_iterations (%d)", want)) {
+		t.Errorf("extended run: %d iterations, %d issued, stop reason %q; want %d, %d, max_iterations (%d)", st.Iterations, pst.Issued, pst.StopReason, want, want, want)
 	}
-	if out := s.shoal("status", "--run", "ctl"); !strings.Contains(out, "30/30") || !strings.Contains(out, "done") {
+	if out := s.shoal("status", "--run", "ctl"); !strings.Contains(out, fmt.Sprintf("%d/%d", want, want)) || !strings.Contains(out, "done") {
 		t.Errorf("status after the extension:\n%s", out)
 	}
-	if got := len(s.results("ctl")); got != 31 {
-		t.Errorf("RESULTS holds %d results, want 31 (seed + 30)", got)
+	if got := len(s.results("ctl")); got != want+1 {
+		t.Errorf("RESULTS holds %d results, want %d (seed + %d)", got, want+1, want)
 	}
 }
 
