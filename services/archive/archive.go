@@ -216,7 +216,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer cancel()
 	s.flush(final)
 	s.snapshotAll(final)
-	s.stopResponders()
+	awaitDrained(final, s.stopResponders())
 	s.owners.Close(final) // standbys take over at once
 	return err
 }
@@ -398,13 +398,31 @@ func (s *Service) syncOwnership(ctx context.Context) {
 	}
 }
 
-func (s *Service) stopResponders() {
-	for _, sub := range s.responders {
+// stopResponders drains the sample and snapshot subscriptions: requests in hand are still
+// answered, none is taken after. It returns the subscriptions, whose drain goes on.
+func (s *Service) stopResponders() []*nats.Subscription {
+	subs := s.responders
+	for _, sub := range subs {
 		if err := sub.Drain(); err != nil {
 			s.log.Warn("stop responder", "subject", sub.Subject, "err", err)
 		}
 	}
 	s.responders = nil
+	return subs
+}
+
+// awaitDrained waits, at most until ctx ends, for drained subscriptions to finish the
+// requests in hand: a snapshot request writes the snapshots store, which must happen before
+// Run returns and its caller closes the connection.
+func awaitDrained(ctx context.Context, subs []*nats.Subscription) {
+	for _, sub := range subs {
+		for sub.IsValid() && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
 }
 
 // flush writes the state (and the best program, when it changed) of every run folded since
