@@ -9,12 +9,15 @@ import (
 )
 
 func result(task string, status protocol.Status) protocol.Result {
-	c := protocol.Candidate{TaskID: task}
-	c.ID = "c." + task
+	var c *protocol.Candidate
 	if task == "" {
-		c.ID = "seed"
+		c = (&protocol.Seed{Meta: protocol.Meta{ID: "s1", Run: run}}).Candidate("python", "initial_program.py", "")
+	} else {
+		c = (&protocol.Task{Meta: protocol.Meta{ID: task, Run: run}}).Candidate("")
 	}
-	return protocol.Result{Meta: protocol.Meta{ID: "r." + c.ID, Run: run}, Candidate: c, Status: status}
+	r := c.Result("")
+	r.Status = status
+	return *r
 }
 
 func TestAuditResultsFindsLostDuplicateAndStrayResults(t *testing.T) {

@@ -39,18 +39,15 @@ func noopEvaluator(ctx context.Context, nc *nats.Conn, names protocol.Names) err
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return pipeline.Consume(ctx, cons, pipeline.Config{Name: "noop-evaluator", Concurrency: 64, Log: slog.New(slog.DiscardHandler)},
-		func(ctx context.Context, msg jetstream.Msg) error {
-			var c protocol.Candidate
-			if err := protocol.Decode(msg.Data(), &c); err != nil {
-				return pipeline.Permanent(err)
+	stage := pipeline.NewStage(pipeline.StageConfig[protocol.Candidate, protocol.Result]{
+		Names: names, JetStream: js, Subject: names.Result,
+		Do: func(_ context.Context, c *protocol.Candidate) (*protocol.Result, error) {
+			r := c.Result("noop-evaluator")
+			if !c.Done() {
+				r.Status, r.Score, r.Metrics = protocol.StatusOK, 1, map[string]float64{"combined_score": 1}
 			}
-			r := &protocol.Result{Meta: protocol.Meta{ID: protocol.ResultID(c.ID), Run: c.Run}, Candidate: c,
-				Status: protocol.StatusOK, Score: 1, Metrics: map[string]float64{"combined_score": 1}, CreatedAt: time.Now().UTC()}
-			if c.Rejected != "" {
-				r.Status, r.Score, r.Metrics, r.Reason = protocol.StatusRejected, 0, nil, c.Rejected
-			}
-			_, err := natsx.Publish(ctx, js, names.Result(c.Run), r.ID, r)
-			return err
-		})
+			return r, nil
+		},
+	})
+	return stage.Run(ctx, cons, pipeline.Config{Name: "noop-evaluator", Concurrency: 64, Log: slog.New(slog.DiscardHandler)})
 }

@@ -153,22 +153,18 @@ func poll(ctx context.Context, done func() (bool, error)) error {
 // differs from evolution is only that every parent is the seed.
 func publishRandom(ctx context.Context, s *stack, run, seedCandidate string, p *problem, evals int, seed int64) error {
 	for i := 1; i <= evals; i++ {
-		taskID := protocol.TaskID(run, int64(i))
-		c := &protocol.Candidate{
-			Meta:       protocol.Meta{ID: protocol.CandidateID(taskID), Run: run},
-			TaskID:     taskID,
-			ParentID:   seedCandidate,
-			Iteration:  int64(i),
-			Model:      "random",
-			Language:   "python",
-			Generation: 1,
-			Generator:  "bench-search",
-			CreatedAt:  time.Now().UTC(),
+		task := protocol.Task{
+			Meta:      protocol.Meta{ID: protocol.TaskID(run, int64(i)), Run: run},
+			Model:     "random",
+			Iteration: int64(i),
+			Language:  "python",
+			Parent:    protocol.Program{ID: seedCandidate},
 		}
+		c := task.Candidate("bench-search")
 		// The planner's seed per task, so both methods draw from the same family of seeds.
 		code, changes, err := generator.Mutate(p.program, "python", seed*1_000_003+int64(i))
 		if err != nil {
-			c.Rejected = err.Error()
+			c.Reject(err.Error())
 		} else {
 			c.Code, c.Changes = code, changes
 		}

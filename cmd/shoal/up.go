@@ -12,14 +12,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-run/shoal/examples"
+	"github.com/shoal-run/shoal/pkg/daemon"
 	"github.com/shoal-run/shoal/pkg/natsauth"
+	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/services/archive"
 	"github.com/shoal-run/shoal/services/evaluator"
@@ -154,7 +156,7 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 	var conns []*nats.Conn
 	defer func() {
 		for _, nc := range conns {
-			nc.Close()
+			natsx.Close(nc, daemon.DrainLimit)
 		}
 	}()
 	for _, name := range services {
@@ -228,58 +230,42 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 	return fail(runErr)
 }
 
-// serviceGroup runs up's services together. The first to fail stops the others, and its
-// error is the one up reports; what a service returns once they are stopping is not an error
-// of its own (a drain cut short, a connection closed), so it goes to the log file alone.
+// serviceGroup runs up's services together, as one errgroup. The first to fail stops the
+// others, and its error is the one up reports; what a service returns once they are stopping
+// is not an error of its own (a drain cut short, a connection closed), so it goes to the log
+// file alone.
 type serviceGroup struct {
 	// ctx ends when a service fails or up stops them all.
 	ctx    context.Context
 	cancel context.CancelFunc
-	log    *slog.Logger // the log file
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex
-	first error
+	group  *errgroup.Group
 }
 
 func startServices(parent context.Context, runs map[string]func(context.Context) error, log *slog.Logger) *serviceGroup {
-	ctx, cancel := context.WithCancel(parent)
-	g := &serviceGroup{ctx: ctx, cancel: cancel, log: log}
+	base, cancel := context.WithCancel(parent)
+	group, ctx := errgroup.WithContext(base)
 	for name, run := range runs {
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
+		group.Go(func() error {
 			err := run(ctx)
-			if err == nil {
-				return
+			switch {
+			case err == nil:
+				return nil
+			case ctx.Err() != nil:
+				log.Info("service stopped while shutting down", "service", name, "err", err)
+				return nil
 			}
-			g.mu.Lock()
-			defer g.mu.Unlock()
-			if ctx.Err() != nil {
-				g.log.Info("service stopped while shutting down", "service", name, "err", err)
-				return
-			}
-			g.log.Error("service stopped", "service", name, "err", err)
-			g.first = fmt.Errorf("%s: %w", name, err)
-			cancel()
-		}()
+			log.Error("service stopped", "service", name, "err", err)
+			return fmt.Errorf("%s: %w", name, err)
+		})
 	}
-	return g
-}
-
-// failed is the error of the service that failed first, or nil.
-func (g *serviceGroup) failed() error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.first
+	return &serviceGroup{ctx: ctx, cancel: cancel, group: group}
 }
 
 // stop stops every service and waits for them; it returns the first service's failure, if
 // one failed.
 func (g *serviceGroup) stop() error {
 	g.cancel()
-	g.wg.Wait()
-	return g.failed()
+	return g.group.Wait()
 }
 
 func splitHostPort(addr string) (string, int, error) {

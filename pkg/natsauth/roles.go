@@ -96,7 +96,6 @@ func Permissions(r Role, n protocol.Names) *server.Permissions {
 		p.consume(n.TasksStream())
 		p.publish(n.AllTasks()) // hands a task back when its model server waits for GPUs
 		p.publish(n.AllCandidates())
-		p.publish(n.AllResults()) // a dead task's failed result
 		p.readKV(runs, generators, inventory, leases)
 		p.writeKV(generators, ">") // its replica's entry
 		p.writeKV(inventory, ">")  // its host's GPUs

@@ -64,3 +64,22 @@ func isAuthError(err error) bool {
 	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
 		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
 }
+
+// Close is how every service lets go of its connection once it has stopped: Drain, so that
+// publishes still buffered reach the server and subscriptions end cleanly, and wait for the
+// drain, at most limit; then close it regardless. A connection that is closed already is left
+// alone.
+func Close(nc *nats.Conn, limit time.Duration) {
+	if nc == nil || nc.IsClosed() {
+		return
+	}
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	deadline := time.Now().Add(limit)
+	for !nc.IsClosed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	nc.Close()
+}

@@ -2,7 +2,8 @@
 // (never pulls more than it can run), progress heartbeats for long work, ack only after the
 // handler succeeded, nak with backoff on error, terminate on permanent errors, panic recovery,
 // dead letters (DEAD stream) for what no delivery could settle, and a drain on shutdown.
-// Every service's stage is a Handler run by Consume.
+// Every service's stage is a Stage (stage.go), whose Handle Consume runs. The package knows no
+// domain type: a stage's owner says what its messages mean.
 package pipeline
 
 import (
@@ -111,15 +112,17 @@ func Consume(ctx context.Context, cons jetstream.Consumer, cfg Config, h Handler
 		}
 	}
 	if dl != nil {
-		// The watch stops with ctx: after shutdown the replicas still running take over.
+		// The watch stops with ctx, or when Consume returns because its consumer failed: after
+		// shutdown the replicas still running take over.
+		watchCtx, stopWatch := context.WithCancel(ctx)
 		watchDone := make(chan struct{})
 		go func() {
 			defer close(watchDone)
-			if err := dl.watch(ctx, cfg); err != nil {
+			if err := dl.watch(watchCtx, cfg); err != nil {
 				cfg.Log.Error("dead-letter watch failed; exhausted messages stay in the stream", "stage", cfg.Name, "err", err)
 			}
 		}()
-		defer func() { <-watchDone }()
+		defer func() { stopWatch(); <-watchDone }()
 	}
 	defer func() {
 		done := make(chan struct{})
@@ -211,6 +214,7 @@ func handle(work context.Context, msg jetstream.Msg, cfg Config, dl *deadLettere
 		runCtx, cancel = context.WithTimeout(work, cfg.Timeout)
 		defer cancel()
 	}
+	runCtx = context.WithValue(runCtx, deliveryKey{}, lastDelivery(msg, maxDeliver))
 	hbCtx, stopHB := context.WithCancel(runCtx)
 	defer stopHB()
 	go func() {
@@ -266,6 +270,16 @@ func run(ctx context.Context, msg jetstream.Msg, h Handler) (err error) {
 		}
 	}()
 	return h(ctx, msg)
+}
+
+type deliveryKey struct{}
+
+// LastDelivery reports, inside a handler that Consume runs, whether this delivery of its
+// message is the consumer's last (MaxDeliver): a handler may then record a failure itself
+// rather than return an error that sends the message to DEAD.
+func LastDelivery(ctx context.Context) bool {
+	last, _ := ctx.Value(deliveryKey{}).(bool)
+	return last
 }
 
 func lastDelivery(msg jetstream.Msg, maxDeliver int) bool {

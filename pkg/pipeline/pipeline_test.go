@@ -359,9 +359,11 @@ func TestConsumerDeleted(t *testing.T) {
 	tests := []struct {
 		name string
 		busy bool // every slot is running a handler when the consumer is deleted
+		dead bool // dead letters on: the advisory watch must stop with Consume too
 	}{
-		{"while pulling", false},
-		{"while handling", true},
+		{"while pulling", false, false},
+		{"while handling", true, false},
+		{"with dead letters on", false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -369,8 +371,12 @@ func TestConsumerDeleted(t *testing.T) {
 			f := newFixture(t, 30*time.Second)
 			started, deleted := make(chan struct{}), make(chan struct{})
 			done := make(chan error, 1)
+			cfg := pipeline.Config{Name: "test"}
+			if tt.dead {
+				cfg.JetStream, cfg.Names = f.env.JS, f.env.Names
+			}
 			go func() {
-				done <- pipeline.Consume(f.ctx, f.cons, pipeline.Config{Name: "test"}, func(context.Context, jetstream.Msg) error {
+				done <- pipeline.Consume(f.ctx, f.cons, cfg, func(context.Context, jetstream.Msg) error {
 					close(started)
 					<-deleted
 					return nil

@@ -11,4 +11,6 @@ var (
 	ErrUnknownVersion = errors.New("unknown message version")
 	// ErrBadRunID: a run id does not match [a-z0-9-]{1,64}.
 	ErrBadRunID = errors.New("invalid run id")
+	// ErrBadPrefix: a subject prefix is not dot-separated tokens.
+	ErrBadPrefix = errors.New("invalid subject prefix")
 )

@@ -16,3 +16,8 @@ func SeedCandidateID(run, seedID string) string { return "c." + run + ".seed." +
 
 // ResultID names the result of a candidate: one per candidate, however often it is evaluated.
 func ResultID(candidateID string) string { return "r." + candidateID }
+
+// HandBackID is the Nats-Msg-Id of the n-th copy of a task that generators handed back to
+// TASKS: distinct from the task's own id and from every other hand-back, the same for a
+// retried publish of one hand-back.
+func HandBackID(taskID string, n int) string { return taskID + ".handback." + strconv.Itoa(n) }

@@ -92,6 +92,9 @@ type Task struct {
 	// yields the same candidate from the mutate backend.
 	Seed      int64     `json:"seed"`
 	CreatedAt time.Time `json:"created_at"`
+	// HandBacks counts how often a generator handed the task back to TASKS for another
+	// replica; each copy's Nats-Msg-Id derives from it (Task.HandBack).
+	HandBacks int `json:"hand_backs,omitempty"`
 }
 
 // TokenUsage counts a model's tokens for one candidate.
@@ -102,7 +105,9 @@ type TokenUsage struct {
 
 // Candidate is a program to evaluate. A candidate whose reply could not be applied carries
 // Rejected and no code; the evaluator turns it into a rejected result without running it, so
-// every task is accounted for in RESULTS.
+// every task is accounted for in RESULTS. A candidate whose task no delivery could settle
+// carries Abandoned and becomes a failed result the same way. Build one with Task.Candidate
+// or Seed.Candidate (lineage.go).
 type Candidate struct {
 	Meta
 	TaskID     string     `json:"task_id,omitempty"`
@@ -114,6 +119,7 @@ type Candidate struct {
 	Code       string     `json:"code"`
 	Generation int        `json:"generation"`
 	Rejected   string     `json:"rejected,omitempty"`
+	Abandoned  string     `json:"abandoned,omitempty"`
 	Changes    string     `json:"changes,omitempty"`
 	Tokens     TokenUsage `json:"tokens"`
 	Generator  string     `json:"generator,omitempty"`

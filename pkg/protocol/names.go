@@ -1,6 +1,9 @@
 package protocol
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Names derives every subject, stream, consumer and bucket name from one prefix, so two
 // deployments can share a NATS server without seeing each other.
@@ -17,6 +20,16 @@ func NewNames(prefix string) Names {
 }
 
 // Subjects.
+
+// Validate reports a prefix no subject can start with: it must be dot-separated tokens
+// without spaces, '*' or '>'.
+func (n Names) Validate() error {
+	p := n.Prefix
+	if p == "" || strings.ContainsAny(p, " \t\r\n*>") || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") || strings.Contains(p, "..") {
+		return fmt.Errorf("%w: %q must be dot-separated tokens without spaces, '*' or '>'", ErrBadPrefix, p)
+	}
+	return nil
+}
 
 func (n Names) Seed(run string) string { return n.Prefix + ".seed." + run }
 func (n Names) Task(run, model string) string {

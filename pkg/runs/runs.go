@@ -74,6 +74,25 @@ func (s *Store) Spec(ctx context.Context, run string) (*Spec, error) {
 	return sp, nil
 }
 
+// Seeded reports whether run was ever seeded (its spec is in the bucket), whether or not its
+// config still parses: a run nobody seeded has no accounting for a failure to complete.
+func (s *Store) Seeded(ctx context.Context, run string) (bool, error) {
+	s.mu.Lock()
+	_, ok := s.specs[run]
+	s.mu.Unlock()
+	if ok {
+		return true, nil
+	}
+	_, err := s.kv.Get(ctx, protocol.RunConfigKey(run))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("run %s: %w", run, err)
+	}
+	return true, nil
+}
+
 // CreateSpec writes a run's spec once. It returns false when the run already exists, whatever
 // its spec: a run's config never changes under it.
 func (s *Store) CreateSpec(ctx context.Context, rs *protocol.RunSpec) (bool, error) {

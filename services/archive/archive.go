@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-run/shoal/pkg/leader"
 	"github.com/shoal-run/shoal/pkg/natsx"
@@ -60,6 +61,17 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// Validate reports a config a replica cannot run with.
+func (c *Config) Validate() error {
+	if err := c.Names.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if c.OwnerTTL < time.Second {
+		return fmt.Errorf("%w: owner ttl %s: want at least 1s", ErrConfig, c.OwnerTTL)
+	}
+	return nil
+}
+
 // Service is an archive replica.
 type Service struct {
 	cfg Config
@@ -93,22 +105,37 @@ type Service struct {
 	since map[string]int
 }
 
-// New returns an archive replica; Run starts it.
+// New checks cfg and prepares a replica; Run starts it.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("archive: %w", err)
 	}
 	return &Service{
-		cfg: cfg, nc: nc, js: js, log: log.With("service", "archive"),
+		cfg: cfg, nc: nc, js: js, log: log.With("service", "archive", "replica", cfg.ID),
 		pops: map[string]*population.Population{}, dirty: map[string]bool{}, newBest: map[string]bool{}, flushNow: make(chan struct{}, 1),
 		since: map[string]int{},
 	}, nil
 }
 
-// Run folds results, serves samples and takes seeds until ctx ends.
+// Run folds results, serves samples and takes seeds until ctx ends, then writes what is
+// unwritten and hands its runs to a standby, and returns nil. When one of its parts dies (its
+// seeds consumer is deleted, the results cannot be read) the others stop too and Run returns
+// that error, so the replica is restarted rather than left half alive.
 func (s *Service) Run(ctx context.Context) error {
+	// stop ends what outlives the group below (the ownership campaign) when a part dies.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	if err := natsx.Provision(ctx, s.js, s.cfg.Names); err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
@@ -164,38 +191,34 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("archive: %w", err)
 	}
 
-	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(4)
-	go func() {
-		defer wg.Done()
-		s.writer.run(ctx)
-	}()
-	go func() {
-		defer wg.Done()
-		errc <- pipeline.Consume(ctx, seeds, pipeline.Config{Name: "archive-seeds", Log: s.log, JetStream: s.js, Names: s.cfg.Names}, s.handleSeed)
-	}()
-	go func() {
-		defer wg.Done()
-		errc <- s.fold(ctx, results, replayTo)
-	}()
-	go func() {
-		defer wg.Done()
-		s.flushLoop(ctx)
-	}()
-	wg.Wait()
-	close(errc)
+	// The archive's parts run as one group: if one of them dies (its seeds consumer deleted,
+	// the results iterator unable to start), the others stop and Run returns the error, so the
+	// replica exits and is restarted rather than folding on while it takes no more seeds.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		s.writer.run(gctx)
+		return nil
+	})
+	g.Go(func() error {
+		if err := pipeline.Consume(gctx, seeds, pipeline.Config{Name: "archive-seeds", Log: s.log, JetStream: s.js, Names: s.cfg.Names}, s.handleSeed); err != nil {
+			return fmt.Errorf("archive: seeds: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return s.fold(gctx, results, replayTo) })
+	g.Go(func() error {
+		s.flushLoop(gctx)
+		return nil
+	})
+	err = g.Wait()
+	stop()
 	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	s.flush(final)
 	s.snapshotAll(final)
-	s.stopResponders()
+	awaitDrained(final, s.stopResponders())
 	s.owners.Close(final) // standbys take over at once
-	var errs []error
-	for err := range errc {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return err
 }
 
 // fold applies results in stream order until ctx ends.
@@ -208,8 +231,11 @@ func (s *Service) fold(ctx context.Context, cons jetstream.Consumer, replayTo ui
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if ctx.Err() != nil {
 				return nil
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return fmt.Errorf("archive: results: %w", err)
 			}
 			s.log.Warn("results iterator", "err", err)
 			continue
@@ -372,13 +398,31 @@ func (s *Service) syncOwnership(ctx context.Context) {
 	}
 }
 
-func (s *Service) stopResponders() {
-	for _, sub := range s.responders {
+// stopResponders drains the sample and snapshot subscriptions: requests in hand are still
+// answered, none is taken after. It returns the subscriptions, whose drain goes on.
+func (s *Service) stopResponders() []*nats.Subscription {
+	subs := s.responders
+	for _, sub := range subs {
 		if err := sub.Drain(); err != nil {
 			s.log.Warn("stop responder", "subject", sub.Subject, "err", err)
 		}
 	}
 	s.responders = nil
+	return subs
+}
+
+// awaitDrained waits, at most until ctx ends, for drained subscriptions to finish the
+// requests in hand: a snapshot request writes the snapshots store, which must happen before
+// Run returns and its caller closes the connection.
+func awaitDrained(ctx context.Context, subs []*nats.Subscription) {
+	for _, sub := range subs {
+		for sub.IsValid() && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
 }
 
 // flush writes the state (and the best program, when it changed) of every run folded since

@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/shoal-run/shoal/pkg v0.0.0
+	golang.org/x/sync v0.25.0
 )
 
 require (

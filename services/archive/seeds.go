@@ -106,18 +106,7 @@ func (s *Service) acceptSeed(ctx context.Context, seed *protocol.Seed) error {
 			return pipeline.Permanent(fmt.Errorf("run %s already exists with another config or evaluator; choose a new run id", seed.Run))
 		}
 	}
-	name := seed.ProgramName
-	if name == "" {
-		name = spec.ProgramName
-	}
-	c := &protocol.Candidate{
-		Meta:      protocol.Meta{ID: protocol.SeedCandidateID(seed.Run, seed.ID), Run: seed.Run},
-		Language:  spec.Config.Language,
-		Code:      seed.Program,
-		Changes:   "seed " + name,
-		Generator: s.cfg.ID,
-		CreatedAt: time.Now().UTC(),
-	}
+	c := seed.Candidate(spec.Config.Language, spec.ProgramName, s.cfg.ID)
 	if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Candidate(seed.Run), c.ID, c); err != nil {
 		return err
 	}

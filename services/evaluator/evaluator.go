@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -34,7 +33,7 @@ import (
 // Config configures one evaluator replica. Replicas with the same Names share the work.
 type Config struct {
 	Names protocol.Names
-	// ID names this replica in results and logs; default <hostname>-<pid>.
+	// ID names this replica in results and logs; default evaluator-<hostname>-<pid>.
 	ID string
 	// Concurrency is how many candidates are evaluated at once; default runtime.NumCPU().
 	Concurrency int
@@ -69,10 +68,7 @@ func (c *Config) setDefaults() {
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
-		if host == "" {
-			host = "evaluator"
-		}
-		c.ID = host + "-" + strconv.Itoa(os.Getpid())
+		c.ID = fmt.Sprintf("evaluator-%s-%d", host, os.Getpid())
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = runtime.NumCPU()
@@ -99,21 +95,20 @@ func (c *Config) setDefaults() {
 
 // Validate reports the first setting that cannot work, in words a user can act on.
 func (c *Config) Validate() error {
-	p := c.Names.Prefix
-	if strings.ContainsAny(p, " \t\r\n*>") || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") || strings.Contains(p, "..") {
-		return fmt.Errorf("evaluator config: prefix %q must be dot-separated tokens without spaces, '*' or '>'", p)
+	if err := c.Names.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if c.Concurrency < 1 {
-		return fmt.Errorf("evaluator config: concurrency %d must be at least 1", c.Concurrency)
+		return fmt.Errorf("%w: concurrency %d must be at least 1", ErrConfig, c.Concurrency)
 	}
 	if c.MaxOutputBytes < 1024 {
-		return fmt.Errorf("evaluator config: max output %d bytes must be at least 1024", c.MaxOutputBytes)
+		return fmt.Errorf("%w: max output %d bytes must be at least 1024", ErrConfig, c.MaxOutputBytes)
 	}
 	if c.ScratchMB < 1 {
-		return fmt.Errorf("evaluator config: work dir limit %d MiB must be at least 1", c.ScratchMB)
+		return fmt.Errorf("%w: work dir limit %d MiB must be at least 1", ErrConfig, c.ScratchMB)
 	}
 	if !filepath.IsAbs(c.CacheDir) {
-		return fmt.Errorf("evaluator config: cache dir %q must be an absolute path", c.CacheDir)
+		return fmt.Errorf("%w: cache dir %q must be an absolute path", ErrConfig, c.CacheDir)
 	}
 	return nil
 }
@@ -138,7 +133,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	if nc == nil {
-		return nil, errors.New("evaluator: nil NATS connection")
+		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -147,7 +142,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("evaluator: jetstream: %w", err)
 	}
-	return &Service{cfg: cfg, js: js, log: log.With("evaluator", cfg.ID)}, nil
+	return &Service{cfg: cfg, js: js, log: log.With("service", "evaluator", "replica", cfg.ID)}, nil
 }
 
 // Run provisions the streams it needs, then evaluates candidates until ctx ends, and returns
@@ -164,11 +159,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer w.scorer.close()
 	s.log.Info("evaluator started", "concurrency", s.cfg.Concurrency, "python", w.scorer.python, "cache_dir", s.cfg.CacheDir, "warm", !s.cfg.Cold,
 		"memory_limit_mb", s.cfg.MemoryLimitMB, "work_dir_limit_mb", s.cfg.ScratchMB, "output_limit_bytes", s.cfg.OutputLimitBytes)
-	err = pipeline.Consume(ctx, cons, pipeline.Config{
-		Name: "evaluator", Concurrency: s.cfg.Concurrency, Log: s.log,
-		// A candidate no delivery could evaluate goes to DEAD and still ends as one failed result.
-		JetStream: s.js, Names: s.cfg.Names, OnDead: pipeline.FailDeadCandidate(s.js, s.cfg.Names),
-	}, w.handle)
+	err = w.stage().Run(ctx, cons, pipeline.Config{Name: "evaluator", Concurrency: s.cfg.Concurrency, Log: s.log})
 	s.log.Info("evaluator stopped")
 	return err
 }
@@ -198,13 +189,7 @@ func (s *Service) start(ctx context.Context) (*worker, jetstream.Consumer, error
 	if err != nil {
 		return nil, nil, err
 	}
-	cons, err := natsx.EnsureConsumer(ctx, s.js, n.CandidatesStream(), jetstream.ConsumerConfig{
-		Durable:       n.EvaluatorConsumer(),
-		FilterSubject: n.AllCandidates(),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
-		MaxDeliver:    maxDeliver,
-	})
+	cons, err := natsx.EnsureConsumer(ctx, s.js, n.CandidatesStream(), consumerConfig(n))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -232,6 +217,17 @@ func (s *Service) start(ctx context.Context) (*worker, jetstream.Consumer, error
 		w.scorer.warm = newWarmPool(launcher, s.log)
 	}
 	return w, cons, nil
+}
+
+// consumerConfig is the candidates consumer all evaluator replicas share.
+func consumerConfig(n protocol.Names) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       n.EvaluatorConsumer(),
+		FilterSubject: n.AllCandidates(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    maxDeliver,
+	}
 }
 
 // resolvePython finds the interpreter's real path by asking it, which also proves it runs:
@@ -263,46 +259,48 @@ type worker struct {
 	log      *slog.Logger
 }
 
-// handle turns one candidate into one result. Redelivery is harmless: the result's id is
-// derived from the candidate's, so JetStream stores it once.
-func (w *worker) handle(ctx context.Context, msg jetstream.Msg) error {
-	var c protocol.Candidate
-	if err := protocol.Decode(msg.Data(), &c); err != nil {
-		return pipeline.Permanent(fmt.Errorf("candidate on %s: %w", msg.Subject(), err))
-	}
-	if c.Run == "" {
-		c.Run = w.names.RunFromSubject(msg.Subject())
-	}
-	if err := protocol.ValidateRunID(c.Run); err != nil {
-		return pipeline.Permanent(fmt.Errorf("candidate %s: %w", c.ID, err))
-	}
-	if c.ID == "" {
-		return pipeline.Permanent(fmt.Errorf("candidate on %s has no id", msg.Subject()))
-	}
+// stage is the evaluator's step of the pipeline: a candidate in, its result out. Redelivery is
+// harmless: the result's id is derived from the candidate's, so JetStream stores it once. A
+// candidate no delivery could evaluate goes to DEAD and still ends as one failed result.
+func (w *worker) stage() *pipeline.Stage[protocol.Candidate, protocol.Result] {
+	return pipeline.NewStage(pipeline.StageConfig[protocol.Candidate, protocol.Result]{
+		Names:     w.names,
+		JetStream: w.js,
+		Subject:   w.names.Result,
+		Do:        w.result,
+		Failed: func(ctx context.Context, c *protocol.Candidate, reason string) (*protocol.Result, error) {
+			// A run that was never seeded has nothing to account (and nobody to read its
+			// results): DEAD alone keeps the candidate.
+			if ok, err := w.runs.Seeded(ctx, c.Run); err != nil || !ok {
+				return nil, err
+			}
+			return c.Failed(reason), nil
+		},
+		// A result over the body limit loses its artifacts (a failed one its code) rather
+		// than the result itself.
+		Shrink: (*protocol.Result).Shrink,
+	})
+}
+
+// result turns one candidate into its result.
+func (w *worker) result(ctx context.Context, c *protocol.Candidate) (*protocol.Result, error) {
 	start := time.Now()
-	res := &protocol.Result{
-		Meta:      protocol.Meta{ID: protocol.ResultID(c.ID), Run: c.Run},
-		Candidate: c,
-		Evaluator: w.id,
-	}
-	if c.Rejected != "" {
-		res.Status, res.Reason = protocol.StatusRejected, c.Rejected
-	} else if err := w.evaluate(ctx, msg, res); err != nil {
-		return err
+	res := c.Result(w.id)
+	if !c.Done() {
+		if err := w.evaluate(ctx, res); err != nil {
+			return nil, err
+		}
 	}
 	res.EvalMS = time.Since(start).Milliseconds()
 	res.CreatedAt = time.Now().UTC()
-	if err := w.publish(ctx, res); err != nil {
-		return err
-	}
 	w.log.Info("candidate evaluated", "run", c.Run, "candidate", c.ID, "status", res.Status, "score", res.Score, "stage", res.Stage, "reason", res.Reason, "eval_ms", res.EvalMS)
-	return nil
+	return res, nil
 }
 
 // evaluate fills res from the run's evaluator. Trouble on the service's side (the run's spec
 // or bundle cannot be read) is retried; on the last delivery it becomes a failed result, so
 // that every candidate is accounted for in RESULTS.
-func (w *worker) evaluate(ctx context.Context, msg jetstream.Msg, res *protocol.Result) error {
+func (w *worker) evaluate(ctx context.Context, res *protocol.Result) error {
 	c := &res.Candidate
 	spec, err := w.runs.Spec(ctx, c.Run)
 	if errors.Is(err, runs.ErrUnknownRun) {
@@ -313,7 +311,7 @@ func (w *worker) evaluate(ctx context.Context, msg jetstream.Msg, res *protocol.
 		bundleDir, err = bundle.Fetch(ctx, w.bundles, spec.BundleDigest, w.cacheDir)
 	}
 	if err != nil {
-		if ctx.Err() != nil || !lastDelivery(msg) {
+		if ctx.Err() != nil || !pipeline.LastDelivery(ctx) {
 			return err
 		}
 		res.Status, res.Reason = protocol.StatusFailed, "evaluator setup: "+err.Error()
@@ -334,24 +332,4 @@ func (w *worker) evaluate(ctx context.Context, msg jetstream.Msg, res *protocol.
 		res.Score, _ = spec.Config.Fitness(v.Metrics)
 	}
 	return nil
-}
-
-// publish stores the result under its derived id. A result over the body limit loses its
-// artifacts rather than the result itself.
-func (w *worker) publish(ctx context.Context, res *protocol.Result) error {
-	subject := w.names.Result(res.Run)
-	_, err := natsx.Publish(ctx, w.js, subject, res.ID, res)
-	if errors.Is(err, protocol.ErrTooLarge) {
-		res.Artifacts = map[string]string{"note": "artifacts dropped: the result was over the message size limit"}
-		_, err = natsx.Publish(ctx, w.js, subject, res.ID, res)
-		if errors.Is(err, protocol.ErrTooLarge) {
-			return pipeline.Permanent(err)
-		}
-	}
-	return err
-}
-
-func lastDelivery(msg jetstream.Msg) bool {
-	md, err := msg.Metadata()
-	return err == nil && md.NumDelivered >= maxDeliver
 }

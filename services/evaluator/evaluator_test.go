@@ -115,23 +115,18 @@ func TestService(t *testing.T) {
 	if _, err := env.JS.Publish(ctx, env.Names.Candidate(run), []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
-	ghost := &protocol.Candidate{Meta: protocol.Meta{ID: "c.ghost.t1", Run: "ghost"}, Code: "def run():\n    return 1.0\n"}
+	ghost := (&protocol.Task{Meta: protocol.Meta{ID: protocol.TaskID("ghost", 1), Run: "ghost"}}).Candidate("test")
+	ghost.Code = "def run():\n    return 1.0\n"
 	if _, err := natsx.Publish(ctx, env.JS, env.Names.Candidate("ghost"), ghost.ID, ghost); err != nil {
 		t.Fatal(err)
 	}
-	good := &protocol.Candidate{
-		Meta:     protocol.Meta{ID: protocol.CandidateID(protocol.TaskID(run, 1)), Run: run},
-		TaskID:   protocol.TaskID(run, 1),
-		Language: "python",
-		Code:     "def run():\n    print('working')\n    return 0.75\n",
-	}
-	rejected := &protocol.Candidate{
-		Meta:     protocol.Meta{ID: protocol.CandidateID(protocol.TaskID(run, 2)), Run: run},
-		TaskID:   protocol.TaskID(run, 2),
-		Rejected: "SEARCH block 1 matches nothing in the parent",
-	}
-	for _, c := range []*protocol.Candidate{good, rejected} {
-		if _, err := natsx.Publish(ctx, env.JS, env.Names.Candidate(run), c.ID, c); err != nil {
+	good := (&protocol.Task{Meta: protocol.Meta{ID: protocol.TaskID(run, 1), Run: run}, Language: "python"}).Candidate("test")
+	good.Code = "def run():\n    print('working')\n    return 0.75\n"
+	rejected := (&protocol.Task{Meta: protocol.Meta{ID: protocol.TaskID(run, 2), Run: run}}).Candidate("test")
+	rejected.Reject("SEARCH block 1 matches nothing in the parent")
+	for _, c := range []protocol.Message{good, rejected} {
+		id := c.(*protocol.Candidate).ID
+		if _, err := natsx.Publish(ctx, env.JS, env.Names.Candidate(run), id, c); err != nil {
 			t.Fatal(err)
 		}
 	}

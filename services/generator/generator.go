@@ -11,7 +11,6 @@
 package generator
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -98,6 +97,9 @@ func (c *Config) setDefaults() {
 
 // Validate reports a config a replica cannot run with.
 func (c *Config) Validate() error {
+	if err := c.Names.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	switch {
 	case len(c.Models) > 1:
 		return fmt.Errorf("%w: models %q: a replica serves one model or all of them; start one replica per model instead", ErrConfig, c.Models)
@@ -151,7 +153,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	if nc == nil {
-		return nil, errors.New("generator: no NATS connection")
+		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -160,7 +162,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generator: jetstream: %w", err)
 	}
-	s := &Service{cfg: cfg, js: js, log: log.With("generator", cfg.ID), http: cfg.HTTPClient}
+	s := &Service{cfg: cfg, js: js, log: log.With("service", "generator", "replica", cfg.ID), http: cfg.HTTPClient}
 	if s.http == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = cfg.Concurrency
@@ -228,20 +230,14 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("generator: %w", err)
 	}
 	s.log.Info("generator started", "models", s.served(), "concurrency", s.cfg.Concurrency)
-	err = pipeline.Consume(ctx, cons, pipeline.Config{
-		Name:        "generator",
-		Concurrency: s.cfg.Concurrency,
-		Log:         s.log,
-		// A task no delivery could turn into a candidate goes to DEAD and still ends as one
-		// failed result, so the planner's count of the run completes.
-		JetStream: s.js,
-		Names:     s.cfg.Names,
-		OnDead:    pipeline.FailDeadTask(s.js, s.cfg.Names),
-	}, func(ctx context.Context, msg jetstream.Msg) error {
-		s.registry.inFlight.Add(1)
-		defer s.registry.inFlight.Add(-1)
-		return s.handle(ctx, store, msg)
+	stage := s.stage(store).With(func(next func(context.Context, *protocol.Task) (*protocol.Candidate, error)) func(context.Context, *protocol.Task) (*protocol.Candidate, error) {
+		return func(ctx context.Context, task *protocol.Task) (*protocol.Candidate, error) {
+			s.registry.inFlight.Add(1)
+			defer s.registry.inFlight.Add(-1)
+			return next(ctx, task)
+		}
 	})
+	err = stage.Run(ctx, cons, pipeline.Config{Name: "generator", Concurrency: s.cfg.Concurrency, Log: s.log})
 	// The tasks have drained: now stop the launched servers and release their leases.
 	stopServers()
 	s.log.Info("generator stopped")
@@ -271,19 +267,12 @@ func (s *Service) served() string {
 // models.
 func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	n := s.cfg.Names
-	name, filter, what := n.GeneratorConsumer(""), n.AllTasks(), "every model"
+	cc := s.consumerConfig()
+	what := "every model"
 	if len(s.cfg.Models) == 1 {
-		m := s.cfg.Models[0]
-		name, filter, what = n.GeneratorConsumer(m), n.TasksForModel(m), "model "+m
+		what = "model " + s.cfg.Models[0]
 	}
-	cons, err := natsx.EnsureConsumer(ctx, s.js, n.TasksStream(), jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "generators serving " + what,
-		FilterSubject: filter,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
-		MaxDeliver:    maxDeliver,
-	})
+	cons, err := natsx.EnsureConsumer(ctx, s.js, n.TasksStream(), cc)
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == 10100 {
 		return nil, fmt.Errorf("generator: %w: tasks of %s are already taken by another consumer of %s: replicas serving every model and replicas serving one model cannot run side by side", err, what, n.TasksStream())
@@ -294,80 +283,98 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	return cons, nil
 }
 
-// handle turns one task into one candidate. A task that cannot be read or names an unknown
-// run is terminated; anything a retry may fix is returned for redelivery; everything else
-// becomes a candidate, rejected or not.
-func (s *Service) handle(ctx context.Context, store *runs.Store, msg jetstream.Msg) error {
+// consumerConfig is the tasks consumer of the replicas serving this replica's models.
+func (s *Service) consumerConfig() jetstream.ConsumerConfig {
+	n := s.cfg.Names
+	name, filter, what := n.GeneratorConsumer(""), n.AllTasks(), "every model"
+	if len(s.cfg.Models) == 1 {
+		m := s.cfg.Models[0]
+		name, filter, what = n.GeneratorConsumer(m), n.TasksForModel(m), "model "+m
+	}
+	return jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "generators serving " + what,
+		FilterSubject: filter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    maxDeliver,
+	}
+}
+
+// stage is the generator's step of the pipeline: a task in, its candidate out. A task no
+// delivery could turn into a candidate goes to DEAD and still ends as one abandoned
+// candidate, which the evaluators record as a failed result, so the planner's count of the
+// run completes.
+func (s *Service) stage(store *runs.Store) *pipeline.Stage[protocol.Task, protocol.Candidate] {
+	return pipeline.NewStage(pipeline.StageConfig[protocol.Task, protocol.Candidate]{
+		Names:     s.cfg.Names,
+		JetStream: s.js,
+		Subject:   s.cfg.Names.Candidate,
+		Do: func(ctx context.Context, task *protocol.Task) (*protocol.Candidate, error) {
+			return s.candidate(ctx, store, task)
+		},
+		Failed: func(ctx context.Context, task *protocol.Task, reason string) (*protocol.Candidate, error) {
+			// A run that was never seeded has nothing to account (and nobody to read its
+			// results): DEAD alone keeps the task.
+			if ok, err := store.Seeded(ctx, task.Run); err != nil || !ok {
+				return nil, err
+			}
+			c := task.Candidate(s.cfg.ID)
+			c.Abandon(reason)
+			return c, nil
+		},
+	})
+}
+
+// candidate turns one task into its candidate. A task of an unknown run is permanent;
+// anything a retry may fix is returned for redelivery; everything else becomes a candidate,
+// rejected or not.
+func (s *Service) candidate(ctx context.Context, store *runs.Store, task *protocol.Task) (*protocol.Candidate, error) {
 	start := time.Now()
-	var task protocol.Task
-	if err := protocol.Decode(msg.Data(), &task); err != nil {
-		return pipeline.Permanent(fmt.Errorf("task on %s: %w", msg.Subject(), err))
-	}
-	if task.Run == "" {
-		task.Run = s.cfg.Names.RunFromSubject(msg.Subject())
-	}
-	if err := protocol.ValidateRunID(task.Run); err != nil {
-		return pipeline.Permanent(fmt.Errorf("task %s: %w", task.ID, err))
-	}
-	if task.ID == "" {
-		return pipeline.Permanent(fmt.Errorf("task on %s has no id", msg.Subject()))
-	}
 	spec, err := store.Spec(ctx, task.Run)
 	switch {
 	case errors.Is(err, runs.ErrUnknownRun) || errors.Is(err, runconfig.ErrInvalid):
-		return pipeline.Permanent(fmt.Errorf("task %s: %w", task.ID, err))
+		return nil, pipeline.Permanent(fmt.Errorf("task %s: %w", task.ID, err))
 	case err != nil:
-		return fmt.Errorf("task %s: %w", task.ID, err)
+		return nil, fmt.Errorf("task %s: %w", task.ID, err)
 	}
+	task.SetDefaults(spec.Config.DiffBasedEvolution, spec.Config.Language)
 
-	code, summary, tokens, err := s.generate(ctx, &task, spec.Config)
+	code, summary, tokens, err := s.generate(ctx, task, spec.Config)
 	if err != nil && (ctx.Err() != nil || errors.Is(err, launch.ErrStopping)) {
-		return fmt.Errorf("task %s: %w", task.ID, err) // shutting down: another replica takes it
+		return nil, fmt.Errorf("task %s: %w", task.ID, err) // shutting down: another replica takes it
 	}
 	if errors.Is(err, launch.ErrHandBack) {
 		// Requeued as a new message rather than nak'd: a nak would spend one of the task's
 		// MaxDeliver deliveries each time it lands here again, and dead-letter a healthy task.
-		// A copy that slips through twice is harmless: the candidate's id derives from the
-		// task's, so its result is deduplicated and folded once.
-		requeue := fmt.Sprintf("%s.requeue.%d", task.ID, time.Now().UnixNano())
-		if _, err := natsx.Publish(ctx, s.js, msg.Subject(), requeue, &task); err != nil {
-			return fmt.Errorf("task %s: hand back: %w", task.ID, err)
+		// The copy's message id derives from the task's and its hand-back count, so a retried
+		// hand-back is stored once; a copy that slips through twice is harmless anyway: the
+		// candidate's id derives from the task's, so its result is deduplicated and folded once.
+		msgID := task.HandBack()
+		if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Task(task.Run, task.Model), msgID, task); err != nil {
+			return nil, fmt.Errorf("task %s: hand back: %w", task.ID, err)
 		}
 		s.log.Info("task handed back to a replica that serves its model", "task", task.ID, "model", task.Model)
-		return nil
+		return nil, nil
 	}
-	c := protocol.Candidate{
-		Meta:       protocol.Meta{ID: protocol.CandidateID(task.ID), Run: task.Run},
-		TaskID:     task.ID,
-		ParentID:   task.Parent.ID,
-		Iteration:  task.Iteration,
-		Island:     task.Island,
-		Model:      task.Model,
-		Language:   cmp.Or(task.Language, spec.Config.Language),
-		Generation: task.Parent.Generation + 1,
-		Tokens:     tokens,
-		Generator:  s.cfg.ID,
-	}
+	c := task.Candidate(s.cfg.ID)
+	c.Tokens = tokens
 	if err == nil {
 		err = check(code, task.Parent.Code, spec.Config.MaxCodeLength)
 	}
 	if err != nil {
-		c.Rejected = err.Error()
+		c.Reject(err.Error())
 	} else {
 		c.Code, c.Changes = code, summary
 	}
 	c.GenerateMS = time.Since(start).Milliseconds()
-	c.CreatedAt = time.Now().UTC()
-	if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Candidate(task.Run), c.ID, &c); err != nil {
-		return err
-	}
 	log := s.log.With("run", task.Run, "candidate", c.ID, "model", task.Model, "ms", c.GenerateMS)
 	if c.Rejected != "" {
 		log.Info("candidate rejected", "reason", c.Rejected)
 	} else {
 		log.Debug("candidate published", "changes", c.Changes)
 	}
-	return nil
+	return c, nil
 }
 
 // generate finds the task's model in the run's config and asks its backend for code, holding
@@ -382,18 +389,8 @@ func (s *Service) generate(ctx context.Context, task *protocol.Task, cfg *runcon
 	if !ok {
 		return "", "", none, fmt.Errorf("model %q: backend %q is not one this generator knows", model.Name, model.Backend)
 	}
-	switch task.Mode {
-	case "":
-		task.Mode = protocol.ModeRewrite
-		if cfg.DiffBasedEvolution {
-			task.Mode = protocol.ModeDiff
-		}
-	case protocol.ModeDiff, protocol.ModeRewrite:
-	default:
+	if task.Mode != protocol.ModeDiff && task.Mode != protocol.ModeRewrite {
 		return "", "", none, fmt.Errorf("task mode %q is neither %q nor %q", task.Mode, protocol.ModeDiff, protocol.ModeRewrite)
-	}
-	if task.Language == "" {
-		task.Language = cfg.Language
 	}
 	release, err := s.limits.acquire(ctx, task.Run+"\x00"+model.Name, model.Concurrency)
 	if err != nil {

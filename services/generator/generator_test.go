@@ -198,21 +198,13 @@ func TestMutateCandidate(t *testing.T) {
 	e.publish(t, tk)
 	got := e.candidates(t, 1)[0]
 
-	want := protocol.Candidate{
-		Meta:       protocol.Meta{V: protocol.Version, ID: protocol.CandidateID(tk.ID), Run: "r1"},
-		TaskID:     tk.ID,
-		ParentID:   "p-root",
-		Iteration:  12,
-		Island:     2,
-		Model:      "mutate",
-		Language:   "python",
-		Generation: 4,
-		Generator:  "gen-test",
-	}
-	if got.Meta != want.Meta || got.TaskID != want.TaskID || got.ParentID != want.ParentID || got.Iteration != want.Iteration ||
-		got.Island != want.Island || got.Model != want.Model || got.Language != want.Language || got.Generation != want.Generation ||
-		got.Generator != want.Generator || got.Rejected != "" {
-		t.Errorf("candidate =\n%+v\nwant the fields of\n%+v", got, want)
+	// The task's lineage, carried over: its id, parent, iteration, island, model, language,
+	// and one generation past the parent's.
+	wantMeta := protocol.Meta{V: protocol.Version, ID: protocol.CandidateID(tk.ID), Run: "r1"}
+	if got.Meta != wantMeta || got.TaskID != tk.ID || got.ParentID != "p-root" || got.Iteration != 12 ||
+		got.Island != 2 || got.Model != "mutate" || got.Language != "python" || got.Generation != 4 ||
+		got.Generator != "gen-test" || got.Rejected != "" || got.Abandoned != "" {
+		t.Errorf("candidate =\n%+v\nwant id %s of run r1, task %s, parent p-root, iteration 12, island 2, model mutate, python, generation 4, generator gen-test", got, wantMeta.ID, tk.ID)
 	}
 	if got.CreatedAt.IsZero() || got.GenerateMS < 0 {
 		t.Errorf("candidate times: created %v, generate %dms", got.CreatedAt, got.GenerateMS)
@@ -358,7 +350,7 @@ func TestOpenAICandidates(t *testing.T) {
 		tk.Messages[1].Content = "TASK:" + tc.name + "\n" + parent
 		e.publish(t, tk)
 	}
-	got := map[string]protocol.Candidate{}
+	got := make(map[string]protocol.Candidate)
 	for _, c := range e.candidates(t, len(cases)) {
 		got[c.TaskID] = c
 	}

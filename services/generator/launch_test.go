@@ -171,8 +171,9 @@ func TestLaunchWithoutGPUs(t *testing.T) {
 }
 
 // A run config that brings its own launch command is refused as a whole, even when it
-// reaches the runs bucket without the archive's check: its tasks are terminated without a
-// candidate, the command never runs, and a later valid run is still served.
+// reaches the runs bucket without the archive's check: its tasks are dead-lettered and end as
+// abandoned candidates with no code (failed results), the command never runs, and a later
+// valid run is still served.
 func TestLaunchCommandInRunConfigRefused(t *testing.T) {
 	noLeaks(t)
 	marker := filepath.Join(t.TempDir(), "ran")
@@ -199,10 +200,11 @@ llm:
 	e.publish(t, promptTask("bad1", "bad1.t1", "coder"))
 	e.publish(t, promptTask("bad2", "bad2.t1", "coder"))
 	e.publish(t, task("good", "good.t1", "mutate"))
-	c := e.candidates(t, 1)
 	e.settled(t, e.Names.GeneratorConsumer(""), 3)
-	if len(c) != 1 || c[0].TaskID != "good.t1" {
-		t.Errorf("candidates = %+v, want only good.t1's", c)
+	for _, c := range e.candidates(t, 3) {
+		if abandoned := c.TaskID != "good.t1"; abandoned != (c.Abandoned != "") || abandoned != (c.Code == "") {
+			t.Errorf("candidate of %s: abandoned %q, code %q; want only good.t1's generated", c.TaskID, c.Abandoned, c.Code)
+		}
 	}
 	for _, tt := range []struct{ run, want string }{
 		{"bad1", "llm.models[0].launch.command: a run config cannot bring a command"},

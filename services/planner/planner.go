@@ -75,6 +75,17 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// Validate reports a config a replica cannot run with.
+func (c *Config) Validate() error {
+	if err := c.Names.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if c.OwnerTTL < time.Second {
+		return fmt.Errorf("%w: owner ttl %s: want at least 1s", ErrConfig, c.OwnerTTL)
+	}
+	return nil
+}
+
 // Service is a planner replica.
 type Service struct {
 	cfg  Config
@@ -100,14 +111,23 @@ type Service struct {
 	controls map[string]*protocol.RunControl
 }
 
-// New returns a planner replica; Run starts it.
+// New checks cfg and prepares a replica; Run starts it.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("planner: %w", err)
 	}
-	return &Service{cfg: cfg, nc: nc, js: js, log: log.With("service", "planner"),
+	return &Service{cfg: cfg, nc: nc, js: js, log: log.With("service", "planner", "replica", cfg.ID),
 		plans: map[string]*protocol.PlannerState{}, pending: map[string]int64{}, templates: map[string]*prompt.Templates{},
 		generators: map[string]protocol.Generator{}, warned: map[string]string{}, owning: map[string]bool{}, noArchive: map[string]time.Time{},
 		states: map[string]*protocol.RunState{}, controls: map[string]*protocol.RunControl{}}, nil
@@ -625,24 +645,18 @@ func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string
 			return err
 		}
 	}
-	island := islandOf(n, cfg.Database.NumIslands)
-	mode := protocol.ModeRewrite
-	if cfg.DiffBasedEvolution {
-		mode = protocol.ModeDiff
-	}
 	task := &protocol.Task{
 		Meta:      protocol.Meta{ID: protocol.TaskID(spec.Run, n), Run: spec.Run},
 		Model:     model,
 		Iteration: n,
-		Island:    island,
-		Mode:      mode,
-		Language:  cfg.Language,
+		Island:    islandOf(n, cfg.Database.NumIslands),
 		// The parent's code is what an edit applies to; its metrics and artifacts are in
 		// the prompt already.
 		Parent:    protocol.Program{ID: sample.Parent.ID, Code: sample.Parent.Code, Generation: sample.Parent.Generation, Island: sample.Parent.Island},
 		Seed:      taskSeed(cfg, n),
 		CreatedAt: time.Now().UTC(),
 	}
+	task.SetDefaults(cfg.DiffBasedEvolution, cfg.Language)
 	// A task carries what its backend reads, no more: every stage decodes it, and programs
 	// and artifacts make up most of a prompt. The mutate backend reads the inspirations'
 	// code and no prompt; a model reads the prompt, which holds the inspirations already.
@@ -652,7 +666,7 @@ func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string
 		}
 	} else {
 		task.Messages = prompt.Render(cfg, s.templatesOf(ctx, spec), prompt.Inputs{Parent: sample.Parent, Top: sample.Top,
-			Inspirations: sample.Inspirations, Previous: sample.Previous, Mode: mode, Language: cfg.Language})
+			Inspirations: sample.Inspirations, Previous: sample.Previous, Mode: task.Mode, Language: task.Language})
 	}
 	if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Task(spec.Run, model), task.ID, task); err != nil {
 		return err
