@@ -163,12 +163,12 @@ func TestDiagnose(t *testing.T) {
 		return r
 	}
 	d := diagnose([]protocol.Result{
-		res("s", "", "a", 0.5),
-		res("c1", "s", "b", 0.7),     // better than its parent, new best
-		res("c2", "s~i1", "b", 0.6),  // a duplicate; parent is the seed's copy (0.5)
-		res("c3", "c1~i2", "c", 0.4), // parent at the best (0.7)
+		res("s", "", "a\nx", 0.5),
+		res("c1", "s", "b\nx", 0.7),     // better than its parent, new best
+		res("c2", "s~i1", "b\nx", 0.6),  // a duplicate; parent is the seed's copy (0.5)
+		res("c3", "c1~i2", "c\ny", 0.4), // parent at the best (0.7); two lines changed
 	}, 3)
-	want := diagnosis{evals: 3, duplicates: 1, better: 2, newBest: 1, parentBest: 2, gap: 0.2,
+	want := diagnosis{evals: 3, oneLine: 2, duplicates: 1, better: 2, newBest: 1, parentBest: 2, gap: 0.2,
 		lateEvals: 2, lateBetter: 1, lateParentBest: 1, lateGap: 0.2}
 	if math.Abs(d.gap-want.gap) > 1e-12 || math.Abs(d.lateGap-want.lateGap) > 1e-12 {
 		t.Fatalf("gap %v, late gap %v; want %v, %v", d.gap, d.lateGap, want.gap, want.lateGap)

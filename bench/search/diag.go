@@ -18,6 +18,10 @@ type diagnosis struct {
 	duplicates int
 	// rejected counts children whose edit did not apply.
 	rejected int
+	// oneLine counts children that differ from their parent's code in exactly one line: with
+	// the stand-in, which edits one line of the prompt's current program, every child should,
+	// unless the prompt showed the model a program other than the parent.
+	oneLine int
 	// better counts working children that scored above their parent.
 	better int
 	// newBest counts children that raised the run's best.
@@ -35,6 +39,7 @@ type diagnosis struct {
 func diagnose(results []protocol.Result, evals int) diagnosis {
 	var d diagnosis
 	score := map[string]float64{}
+	code := map[string]string{}
 	seen := map[string]bool{}
 	best := 0.0
 	for _, r := range results {
@@ -44,7 +49,7 @@ func diagnose(results []protocol.Result, evals int) diagnosis {
 			s = r.Score
 		}
 		if c.IsSeed() {
-			score[c.ID], seen[c.Code], best = s, true, max(best, s)
+			score[c.ID], code[c.ID], seen[c.Code], best = s, c.Code, true, max(best, s)
 			continue
 		}
 		if d.evals >= evals {
@@ -55,6 +60,9 @@ func diagnose(results []protocol.Result, evals int) diagnosis {
 		parent := score[originalID(c.ParentID)]
 		if r.Status == protocol.StatusRejected {
 			d.rejected++
+		}
+		if pc, ok := code[originalID(c.ParentID)]; ok && c.Code != "" && linesChanged(pc, c.Code) == 1 {
+			d.oneLine++
 		}
 		if c.Code != "" && seen[c.Code] {
 			d.duplicates++
@@ -83,9 +91,25 @@ func diagnose(results []protocol.Result, evals int) diagnosis {
 			d.newBest++
 			best = s
 		}
-		score[c.ID] = s
+		score[c.ID], code[c.ID] = s, c.Code
 	}
 	return d
+}
+
+// linesChanged counts the lines that differ between two programs of the same length in
+// lines, or returns -1 when their lengths differ.
+func linesChanged(a, b string) int {
+	la, lb := strings.Split(a, "\n"), strings.Split(b, "\n")
+	if len(la) != len(lb) {
+		return -1
+	}
+	n := 0
+	for i := range la {
+		if la[i] != lb[i] {
+			n++
+		}
+	}
+	return n
 }
 
 // originalID maps a copy's id (a seed on another island, a migrant: id~iN) to its original.
@@ -98,7 +122,7 @@ func originalID(id string) string {
 
 // printDiagnoses writes one line per problem and method: the means over its seeds.
 func printDiagnoses(w io.Writer, order []string, methods []method, diags map[string]map[method][]diagnosis) {
-	fmt.Fprintf(w, "%-22s %-10s %8s %8s %8s %8s %10s %10s %10s %10s\n", "problem", "method", "dup %", "rejected", "better %", "new best",
+	fmt.Fprintf(w, "%-22s %-10s %8s %8s %8s %8s %8s %10s %10s %10s %10s\n", "problem", "method", "1-line %", "dup %", "rejected", "better %", "new best",
 		"at best %", "gap", "late bet %", "late gap")
 	for _, name := range order {
 		for _, m := range methods {
@@ -106,9 +130,10 @@ func printDiagnoses(w io.Writer, order []string, methods []method, diags map[str
 			if len(ds) == 0 {
 				continue
 			}
-			var dup, rej, bet, nb, pb, gap, lb, lg float64
+			var one, dup, rej, bet, nb, pb, gap, lb, lg float64
 			for _, d := range ds {
 				n, ln := float64(max(d.evals, 1)), float64(max(d.lateEvals, 1))
+				one += 100 * float64(d.oneLine) / n
 				dup += 100 * float64(d.duplicates) / n
 				rej += float64(d.rejected)
 				bet += 100 * float64(d.better) / n
@@ -119,7 +144,7 @@ func printDiagnoses(w io.Writer, order []string, methods []method, diags map[str
 				lg += d.lateGap / ln
 			}
 			k := float64(len(ds))
-			fmt.Fprintf(w, "%-22s %-10s %8.1f %8.1f %8.1f %8.1f %10.1f %10.4f %10.1f %10.4f\n", name, m, dup/k, rej/k, bet/k, nb/k, pb/k, gap/k, lb/k, lg/k)
+			fmt.Fprintf(w, "%-22s %-10s %8.1f %8.1f %8.1f %8.1f %8.1f %10.1f %10.4f %10.1f %10.4f\n", name, m, one/k, dup/k, rej/k, bet/k, nb/k, pb/k, gap/k, lb/k, lg/k)
 		}
 	}
 }
