@@ -49,7 +49,7 @@ func run() error {
 		islands     = flag.Int("islands", 0, "database.num_islands for every run (0: the problem's)")
 		population  = flag.Int("population", 0, "database.population_size for every run (0: the problem's)")
 		migration   = flag.Int("migration-interval", 0, "database.migration_interval for every run (0: the problem's)")
-		concurrency = flag.Int("concurrency", 4, "the model's concurrency: tasks in flight per generator")
+		concurrency = flag.Int("concurrency", 4, "the stand-in model's concurrency (the planner keeps 1.5 times as many tasks in flight); mutate keeps 4")
 		step        = flag.Float64("step", 0.1, "the stand-in's relative perturbation (standard deviation)")
 		diag        = flag.Bool("diagnose", false, "print how each method's search spent its evaluations")
 		plotPath    = flag.String("plot", "", "write the plot here: SVG, or PNG when the name ends in .png")
