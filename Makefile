@@ -16,6 +16,13 @@ TEST_FLAGS ?= -race -count=1 -timeout 10m
 OUT ?= out/function_minimization
 SEARCH_EVALS ?= 300
 SEARCH_SEEDS ?= 5
+# bench-search-model: the openai backend against the perturb stand-in next to the mutate
+# backend, on the polynomial fit with issue 16's database (3 islands, population 200,
+# migration every 20). SEARCH_METHODS picks the methods (evolution, standin, random).
+SEARCH_MODEL_EVALS ?= 3000
+SEARCH_MODEL_SEEDS ?= 3
+SEARCH_METHODS ?= evolution,standin
+SEARCH_CONCURRENCY ?= 4
 
 .DEFAULT_GOAL := help
 
@@ -49,6 +56,11 @@ bench-pipeline: build ## pipeline cost per candidate against raw JetStream, eval
 
 bench-search: ## search quality: evolution vs random search, mean best score over seeds; table, and the plot in docs/bench-search.svg
 	go run ./bench/search -evals $(SEARCH_EVALS) -seeds $(SEARCH_SEEDS) -plot docs/bench-search.svg
+
+bench-search-model: ## search with a model: openai backend vs the perturb stand-in next to mutate, issue 16's config (SEARCH_MODEL_EVALS, SEARCH_MODEL_SEEDS, SEARCH_METHODS, SEARCH_CONCURRENCY)
+	go run ./bench/search -problems bench/search/testdata/polynomial_fit -methods $(SEARCH_METHODS) \
+		-evals $(SEARCH_MODEL_EVALS) -seeds $(SEARCH_MODEL_SEEDS) -checkpoints 1000,3000,10000 \
+		-islands 3 -population 200 -migration-interval 20 -concurrency $(SEARCH_CONCURRENCY) -diagnose
 
 chaos: build ## crash test: kill service replicas ≥ 50 times during a run, then check nothing was lost or counted twice (docs/reliability.md)
 	cd pkg && go build -o ../$(BIN)/nats-server github.com/nats-io/nats-server/v2
@@ -119,4 +131,4 @@ tidy: ## go mod tidy in every module
 clean: ## remove build output and local run state
 	rm -rf $(BIN) out .shoal
 
-.PHONY: help build run test lint bench bench-pipeline bench-search chaos images compose-plugin credentials up down e2e-compose helm helm-check tidy clean
+.PHONY: help build run test lint bench bench-pipeline bench-search bench-search-model chaos images compose-plugin credentials up down e2e-compose helm helm-check tidy clean

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -15,14 +17,45 @@ type method string
 
 const (
 	evolution method = "evolution" // the full pipeline: planner, mutate generator, archive
+	standin   method = "standin"   // the full pipeline with the openai backend against the perturb stand-in
 	random    method = "random"    // independent mutations of the seed, same evaluator
 )
+
+// methods lists every method, in the table's order.
+var methods = []method{evolution, standin, random}
+
+// parseMethods reads a comma-separated list of methods.
+func parseMethods(s string) ([]method, error) {
+	var out []method
+	for _, name := range strings.Split(s, ",") {
+		m := method(strings.TrimSpace(name))
+		if !slices.Contains(methods, m) {
+			return nil, fmt.Errorf("unknown method %q (have evolution, standin, random)", name)
+		}
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
 
 // benchConfig says what to measure.
 type benchConfig struct {
 	problems []*problem
 	seeds    []int64
 	evals    int
+	// methods are measured in this order; default evolution, random.
+	methods []method
+	// db overrides the problems' database settings where a field is set.
+	db dbOverride
+	// concurrency is the standin model's concurrency (tasks a generator keeps in flight);
+	// default 4, the mutate model's.
+	concurrency int
+	// step is the stand-in's relative perturbation; default the stand-in's.
+	step float64
+	// diagnose, when set, hears how each run's search went; it may be called at once from
+	// several runs.
+	diagnose func(problem string, m method, seed int64, d diagnosis)
 	// workDir holds each stack's JetStream store and evaluator cache; removed by the caller.
 	workDir string
 	log     *slog.Logger
@@ -40,7 +73,7 @@ func runBench(ctx context.Context, cfg benchConfig) (outcome, error) {
 	out := outcome{}
 	for _, p := range cfg.problems {
 		out[p.name] = map[method][]curve{}
-		for _, m := range []method{evolution, random} {
+		for _, m := range cfg.methodList() {
 			start := time.Now()
 			curves, err := runMethod(ctx, cfg, p, m)
 			if err != nil {
@@ -55,10 +88,28 @@ func runBench(ctx context.Context, cfg benchConfig) (outcome, error) {
 	return out, nil
 }
 
+func (cfg benchConfig) methodList() []method {
+	if len(cfg.methods) == 0 {
+		return []method{evolution, random}
+	}
+	return cfg.methods
+}
+
 func runMethod(ctx context.Context, cfg benchConfig, p *problem, m method) (curves []curve, err error) {
 	services := []service{svcArchive, svcEvaluator}
-	if m == evolution {
+	if m != random {
 		services = append(services, svcPlanner, svcGenerator)
+	}
+	model := modelConfig{backend: "mutate"}
+	if m == standin {
+		// One stand-in serves every seed's run: its replies depend on the prompt and the
+		// task's seed, not on which run asked.
+		base, stop, err := startStandin(standinConfig(cfg.step))
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		model = modelConfig{backend: "openai", apiBase: base, concurrency: cfg.concurrency}
 	}
 	store := filepath.Join(cfg.workDir, p.name+"-"+string(m))
 	s, err := startStack(ctx, store, cfg.log, services...)
@@ -79,7 +130,7 @@ func runMethod(ctx context.Context, cfg benchConfig, p *problem, m method) (curv
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			curves[i], errs[i] = runOne(ctx, s, p, m, cfg.evals, seed)
+			curves[i], errs[i] = runOne(ctx, s, p, m, runSpec{evals: cfg.evals, seed: seed, model: model, db: cfg.db, diagnose: cfg.diagnose})
 		}()
 	}
 	wg.Wait()
@@ -91,10 +142,21 @@ func runMethod(ctx context.Context, cfg benchConfig, p *problem, m method) (curv
 	return curves, nil
 }
 
+// runSpec is what one run is given.
+type runSpec struct {
+	evals int
+	seed  int64
+	model modelConfig
+	db    dbOverride
+	// diagnose, when set, hears how the run's search went.
+	diagnose func(problem string, m method, seed int64, d diagnosis)
+}
+
 // runOne spends one run's budget and returns its curve.
-func runOne(ctx context.Context, s *stack, p *problem, m method, evals int, seed int64) (curve, error) {
+func runOne(ctx context.Context, s *stack, p *problem, m method, spec runSpec) (curve, error) {
+	evals, seed := spec.evals, spec.seed
 	run := fmt.Sprintf("%s-%s-%d", runToken(p.name), m, seed)
-	config, err := p.configFor(evals, seed)
+	config, err := p.configFor(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +165,7 @@ func runOne(ctx context.Context, s *stack, p *problem, m method, evals int, seed
 		return nil, err
 	}
 	switch m {
-	case evolution:
+	case evolution, standin:
 		err = waitPlannerDone(ctx, s, run)
 	case random:
 		// The seed's result first: a random candidate is a mutation of a program the run holds.
@@ -123,6 +185,9 @@ func runOne(ctx context.Context, s *stack, p *problem, m method, evals int, seed
 	c, err := bestCurve(results, evals)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", run, err)
+	}
+	if spec.diagnose != nil {
+		spec.diagnose(p.name, m, seed, diagnose(results, evals))
 	}
 	return c, nil
 }

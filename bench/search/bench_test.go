@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -78,8 +79,8 @@ func TestBestCurve(t *testing.T) {
 	}
 }
 
-// TestBenchSmallBudget runs the whole benchmark on circle_packing with a tiny budget: both
-// methods go through the real services and python3, every run spends exactly its budget, the
+// TestBenchSmallBudget runs the whole benchmark on circle_packing with a tiny budget: every
+// method (the stand-in served in process) goes through the real services and python3, every run spends exactly its budget, the
 // curves start at the seed's score and never fall, and the table and plot name the problem.
 func TestBenchSmallBudget(t *testing.T) {
 	p, err := loadProblem("circle_packing", filepath.Join(examplesDir, "circle_packing"))
@@ -87,10 +88,12 @@ func TestBenchSmallBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	const evals = 6
+	methods := []method{evolution, standin, random}
 	cfg := benchConfig{
 		problems: []*problem{p},
 		seeds:    []int64{1, 2},
 		evals:    evals,
+		methods:  methods,
 		workDir:  t.TempDir(),
 		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
@@ -101,7 +104,7 @@ func TestBenchSmallBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	const seedScore = 2.138246841523449 / 2.635 // the seed's ring construction
-	for _, m := range []method{evolution, random} {
+	for _, m := range methods {
 		curves := out["circle_packing"][m]
 		if len(curves) != len(cfg.seeds) {
 			t.Fatalf("%s: %d curves, want %d", m, len(curves), len(cfg.seeds))
@@ -121,14 +124,14 @@ func TestBenchSmallBudget(t *testing.T) {
 		}
 	}
 	var table, svg, png bytes.Buffer
-	printTable(&table, []string{"circle_packing"}, out, checkpoints(evals))
+	printTable(&table, []string{"circle_packing"}, methods, out, checkpoints(evals))
 	if !strings.Contains(table.String(), "circle_packing") || strings.Count(table.String(), "\n") != 1+len(checkpoints(evals)) {
 		t.Errorf("table:\n%s", table.String())
 	}
-	if err := writePlot(&svg, false, []string{"circle_packing"}, out, len(cfg.seeds)); err != nil {
+	if err := writePlot(&svg, false, []string{"circle_packing"}, methods, out, len(cfg.seeds)); err != nil {
 		t.Fatal(err)
 	}
-	if err := writePlot(&png, true, []string{"circle_packing"}, out, len(cfg.seeds)); err != nil {
+	if err := writePlot(&png, true, []string{"circle_packing"}, methods, out, len(cfg.seeds)); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.HasPrefix(png.Bytes(), []byte("\x89PNG")) {
@@ -142,5 +145,36 @@ func TestBenchSmallBudget(t *testing.T) {
 func TestCheckpoints(t *testing.T) {
 	if got, want := checkpoints(300), []int{0, 10, 20, 40, 80, 160, 300}; !slices.Equal(got, want) {
 		t.Errorf("checkpoints(300) = %v, want %v", got, want)
+	}
+	if got, err := parseCheckpoints("1000,3000,10000", 3000); err != nil || !slices.Equal(got, []int{0, 1000, 3000}) {
+		t.Errorf("parseCheckpoints past the budget = %v, %v; want [0 1000 3000]", got, err)
+	}
+}
+
+// TestDiagnose reads a short run back: a duplicate, a child above its parent that is a new
+// best, and a child of a copy (a migrant's id) scored against the copy's original.
+func TestDiagnose(t *testing.T) {
+	res := func(id, parent, code string, score float64) protocol.Result {
+		r := protocol.Result{Status: protocol.StatusOK, Score: score}
+		r.Candidate.ID, r.Candidate.ParentID, r.Candidate.Code = id, parent, code
+		if parent != "" {
+			r.Candidate.TaskID = "t-" + id
+		}
+		return r
+	}
+	d := diagnose([]protocol.Result{
+		res("s", "", "a\nx", 0.5),
+		res("c1", "s", "b\nx", 0.7),     // better than its parent, new best
+		res("c2", "s~i1", "b\nx", 0.6),  // a duplicate; parent is the seed's copy (0.5)
+		res("c3", "c1~i2", "c\ny", 0.4), // parent at the best (0.7); two lines changed
+	}, 3)
+	want := diagnosis{evals: 3, oneLine: 2, duplicates: 1, better: 2, newBest: 1, parentBest: 2, gap: 0.2,
+		lateEvals: 2, lateBetter: 1, lateParentBest: 1, lateGap: 0.2}
+	if math.Abs(d.gap-want.gap) > 1e-12 || math.Abs(d.lateGap-want.lateGap) > 1e-12 {
+		t.Fatalf("gap %v, late gap %v; want %v, %v", d.gap, d.lateGap, want.gap, want.lateGap)
+	}
+	d.gap, d.lateGap = want.gap, want.lateGap
+	if d != want {
+		t.Errorf("diagnose = %+v, want %+v", d, want)
 	}
 }

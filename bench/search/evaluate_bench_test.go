@@ -30,7 +30,7 @@ func BenchmarkExampleEvaluation(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.close()
-			config, err := p.configFor(1, 1)
+			config, err := p.configFor(runSpec{evals: 1, seed: 1})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -175,7 +175,7 @@ func TestExampleEvaluators(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			config, err := p.configFor(1, 1)
+			config, err := p.configFor(runSpec{evals: 1, seed: 1})
 			if err != nil {
 				t.Fatal(err)
 			}

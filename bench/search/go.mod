@@ -30,6 +30,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/shoal-run/shoal/deploy/standin v0.0.0
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/image v0.30.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
@@ -45,3 +46,5 @@ replace (
 	github.com/shoal-run/shoal/services/generator => ../../services/generator
 	github.com/shoal-run/shoal/services/planner => ../../services/planner
 )
+
+replace github.com/shoal-run/shoal/deploy/standin => ../../deploy/standin

@@ -1,12 +1,18 @@
 // Command search measures search quality: the best score that shoal's evolution (planner,
-// mutate generator, evaluator, archive, all in this process over embedded NATS) reaches
-// after each evaluation, against random search with the same budget, averaged over seeds.
+// generator, evaluator, archive, all in this process over embedded NATS) reaches after each
+// evaluation, against random search with the same budget, averaged over seeds.
 //
 //	go run ./bench/search -evals 300 -seeds 5 -plot docs/bench-search.svg
+//	go run ./bench/search -problems bench/search/testdata/polynomial_fit -methods evolution,standin \
+//	    -evals 3000 -seeds 3 -checkpoints 1000,3000 -diagnose
 //
+// Methods: evolution is the pipeline with the mutate backend; standin is the pipeline with
+// the openai backend against the perturb stand-in model (package deploy/standin, served in
+// this process), which answers every prompt with a SEARCH/REPLACE edit moving one numeric
+// literal of the current program by a Gaussian step, as a model tuning constants would.
 // Random search spends the same number of evaluations on independent mutations of the seed
 // program (the mutate backend's operator, one seed each), published as candidates into the
-// same pipeline, so the same evaluator and sandbox score both methods.
+// same pipeline, so the same evaluator and sandbox score every method.
 package main
 
 import (
@@ -18,7 +24,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -31,24 +40,59 @@ func main() {
 
 func run() error {
 	var (
-		problems = flag.String("problems", "function_minimization,circle_packing", "comma-separated examples to measure")
-		examples = flag.String("examples", "examples", "directory holding the examples")
-		evals    = flag.Int("evals", 300, "evaluations per run (max_iterations)")
-		seeds    = flag.Int("seeds", 5, "runs per problem and method, with random_seed 1..seeds")
-		plotPath = flag.String("plot", "", "write the plot here: SVG, or PNG when the name ends in .png")
-		verbose  = flag.Bool("v", false, "log the services' warnings to stderr")
+		problems    = flag.String("problems", "function_minimization,circle_packing", "comma-separated examples to measure; a name with a / is a directory")
+		examples    = flag.String("examples", "examples", "directory holding the examples")
+		methodsFlag = flag.String("methods", "evolution,random", "comma-separated methods: evolution (mutate backend), standin (openai backend, perturb stand-in), random")
+		evals       = flag.Int("evals", 300, "evaluations per run (max_iterations)")
+		seeds       = flag.Int("seeds", 5, "runs per problem and method, with random_seed 1..seeds")
+		points      = flag.String("checkpoints", "", "comma-separated evaluation counts for the table (default: doublings up to -evals)")
+		islands     = flag.Int("islands", 0, "database.num_islands for every run (0: the problem's)")
+		population  = flag.Int("population", 0, "database.population_size for every run (0: the problem's)")
+		migration   = flag.Int("migration-interval", 0, "database.migration_interval for every run (0: the problem's)")
+		concurrency = flag.Int("concurrency", 4, "the stand-in model's concurrency (the planner keeps 1.5 times as many tasks in flight); mutate keeps 4")
+		step        = flag.Float64("step", 0.1, "the stand-in's relative perturbation (standard deviation)")
+		diag        = flag.Bool("diagnose", false, "print how each method's search spent its evaluations")
+		plotPath    = flag.String("plot", "", "write the plot here: SVG, or PNG when the name ends in .png")
+		verbose     = flag.Bool("v", false, "log the services' warnings to stderr")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
-	cfg := benchConfig{evals: *evals}
+	ms, err := parseMethods(*methodsFlag)
+	if err != nil {
+		return err
+	}
+	table := checkpoints(*evals)
+	if *points != "" {
+		if table, err = parseCheckpoints(*points, *evals); err != nil {
+			return err
+		}
+	}
+	cfg := benchConfig{evals: *evals, methods: ms, concurrency: *concurrency, step: *step,
+		db: dbOverride{islands: *islands, population: *population, migrationInterval: *migration}}
+	var mu sync.Mutex
+	diags := map[string]map[method][]diagnosis{}
+	if *diag {
+		cfg.diagnose = func(problem string, m method, _ int64, d diagnosis) {
+			mu.Lock()
+			defer mu.Unlock()
+			if diags[problem] == nil {
+				diags[problem] = map[method][]diagnosis{}
+			}
+			diags[problem][m] = append(diags[problem][m], d)
+		}
+	}
 	for i := 1; i <= *seeds; i++ {
 		cfg.seeds = append(cfg.seeds, int64(i))
 	}
 	var order []string
 	for _, name := range strings.Split(*problems, ",") {
-		p, err := loadProblem(name, filepath.Join(*examples, name))
+		dir := filepath.Join(*examples, name)
+		if strings.Contains(name, "/") {
+			dir, name = name, filepath.Base(name)
+		}
+		p, err := loadProblem(name, dir)
 		if err != nil {
 			return err
 		}
@@ -75,13 +119,17 @@ func run() error {
 	}
 	fmt.Printf("search quality: best combined_score after N evaluations, mean ± sd over %d seeds (%s in all)\n\n",
 		len(cfg.seeds), time.Since(start).Round(time.Second))
-	printTable(os.Stdout, order, out, checkpoints(cfg.evals))
+	printTable(os.Stdout, order, cfg.methodList(), out, table)
+	if *diag {
+		fmt.Println()
+		printDiagnoses(os.Stdout, order, cfg.methodList(), diags)
+	}
 	if *plotPath != "" {
 		f, err := os.Create(*plotPath)
 		if err != nil {
 			return err
 		}
-		if err := writePlot(f, strings.HasSuffix(*plotPath, ".png"), order, out, len(cfg.seeds)); err != nil {
+		if err := writePlot(f, strings.HasSuffix(*plotPath, ".png"), order, cfg.methodList(), out, len(cfg.seeds)); err != nil {
 			f.Close()
 			return err
 		}
@@ -102,13 +150,55 @@ func checkpoints(evals int) []int {
 	return append(points, evals)
 }
 
-func printTable(w io.Writer, order []string, out outcome, points []int) {
-	fmt.Fprintf(w, "%-22s %6s  %-17s  %-17s  %s\n", "problem", "evals", "evolution", "random", "evolution − random")
+// parseCheckpoints reads the table's evaluation counts up to evals; 0 (the seed) comes first.
+func parseCheckpoints(s string, evals int) ([]int, error) {
+	points := []int{0}
+	for _, f := range strings.Split(s, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || k <= 0 {
+			return nil, fmt.Errorf("checkpoint %q: want a count of evaluations", f)
+		}
+		if k <= evals && k > points[len(points)-1] { // points past the budget are left out
+			points = append(points, k)
+		}
+	}
+	return points, nil
+}
+
+// printTable writes each method's mean ± sd best score at each checkpoint, and, when random
+// search is among the methods, each other method's lead over it.
+func printTable(w io.Writer, order []string, methods []method, out outcome, points []int) {
+	fmt.Fprintf(w, "%-22s %6s", "problem", "evals")
+	for _, m := range methods {
+		fmt.Fprintf(w, "  %-17s", m)
+	}
+	hasRandom := slices.Contains(methods, random) && len(methods) > 1
+	if hasRandom {
+		for _, m := range methods {
+			if m != random {
+				fmt.Fprintf(w, "  %-17s", string(m)+" − random")
+			}
+		}
+	}
+	fmt.Fprintln(w)
 	for _, name := range order {
-		evo, rnd := summarize(out[name][evolution]), summarize(out[name][random])
+		sums := map[method]stats{}
+		for _, m := range methods {
+			sums[m] = summarize(out[name][m])
+		}
 		for _, k := range points {
-			fmt.Fprintf(w, "%-22s %6d  %.4f ± %.4f    %.4f ± %.4f    %+.4f\n",
-				name, k, evo.mean[k], evo.sd[k], rnd.mean[k], rnd.sd[k], evo.mean[k]-rnd.mean[k])
+			fmt.Fprintf(w, "%-22s %6d", name, k)
+			for _, m := range methods {
+				fmt.Fprintf(w, "  %.4f ± %.4f   ", sums[m].mean[k], sums[m].sd[k])
+			}
+			if hasRandom {
+				for _, m := range methods {
+					if m != random {
+						fmt.Fprintf(w, "  %+.4f           ", sums[m].mean[k]-sums[random].mean[k])
+					}
+				}
+			}
+			fmt.Fprintln(w)
 		}
 	}
 }

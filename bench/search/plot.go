@@ -16,11 +16,12 @@ import (
 var methodColors = map[method]color.RGBA{
 	evolution: {R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 	random:    {R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	standin:   {R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
 }
 
 // writePlot draws one panel per problem: each method's mean best score against evaluations,
 // with a band of ± one standard deviation over the seeds, as SVG or, with png set, PNG.
-func writePlot(w io.Writer, png bool, order []string, out outcome, seeds int) error {
+func writePlot(w io.Writer, png bool, order []string, methods []method, out outcome, seeds int) error {
 	row := make([]*plot.Plot, 0, len(order))
 	for _, name := range order {
 		p := plot.New()
@@ -31,7 +32,7 @@ func writePlot(w io.Writer, png bool, order []string, out outcome, seeds int) er
 		p.Legend.Left = true
 		p.Legend.XOffs = vg.Points(8)
 		p.Add(plotter.NewGrid())
-		for _, m := range []method{evolution, random} {
+		for _, m := range methods {
 			s := summarize(out[name][m])
 			mean := make(plotter.XYs, len(s.mean))
 			band := make(plotter.XYs, 0, 2*len(s.mean))

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 
+	standinpkg "github.com/shoal-run/shoal/deploy/standin"
 	"github.com/shoal-run/shoal/pkg/bundle"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
@@ -44,23 +48,81 @@ func loadProblem(name, dir string) (*problem, error) {
 	return &problem{name: name, dir: dir, config: cfg, program: string(prog)}, nil
 }
 
-// configFor is the problem's config with the budget and seed of one run; the models are the
-// mutate backend's, so the comparison never depends on a model endpoint.
-func (p *problem) configFor(evals int, seed int64) ([]byte, error) {
+// modelConfig is the one model of a run: the mutate backend, or the openai backend at
+// apiBase (the stand-in).
+type modelConfig struct {
+	backend     string
+	apiBase     string
+	concurrency int
+}
+
+// dbOverride replaces the problem's database settings where a field is above 0.
+type dbOverride struct {
+	islands, population, migrationInterval int
+}
+
+// configFor is the problem's config with the budget, seed, model and database of one run.
+// The model is shoal's mutate backend or the in-process stand-in, so the comparison never
+// depends on a model endpoint outside the benchmark.
+func (p *problem) configFor(spec runSpec) ([]byte, error) {
 	doc := map[string]any{}
 	for k, v := range p.config {
 		doc[k] = v
 	}
-	doc["max_iterations"] = evals
-	doc["random_seed"] = seed
+	doc["max_iterations"] = spec.evals
+	doc["random_seed"] = spec.seed
 	llm, _ := doc["llm"].(map[string]any)
 	merged := map[string]any{}
 	for k, v := range llm {
 		merged[k] = v
 	}
-	merged["models"] = []any{map[string]any{"name": "mutate", "backend": "mutate", "concurrency": 4}}
+	model := map[string]any{"name": "mutate", "backend": "mutate", "concurrency": cmp.Or(spec.model.concurrency, 4)}
+	if spec.model.backend == "openai" {
+		model = map[string]any{"name": "standin", "backend": "openai", "api_base": spec.model.apiBase,
+			"concurrency": cmp.Or(spec.model.concurrency, 4)}
+	}
+	merged["models"] = []any{model}
 	doc["llm"] = merged
+	db, _ := doc["database"].(map[string]any)
+	mergedDB := map[string]any{}
+	for k, v := range db {
+		mergedDB[k] = v
+	}
+	for key, v := range map[string]int{"num_islands": spec.db.islands, "population_size": spec.db.population,
+		"migration_interval": spec.db.migrationInterval} {
+		if v > 0 {
+			mergedDB[key] = v
+		}
+	}
+	doc["database"] = mergedDB
 	return yaml.Marshal(doc)
+}
+
+// standinConfig is the perturb stand-in of issue 16: one numeric literal of the current
+// program moved by a Gaussian step, as a SEARCH/REPLACE edit, with no latency.
+func standinConfig(step float64) standinpkg.Config {
+	return standinpkg.Config{Model: "standin", Slots: 64, Mode: "perturb", Step: step}
+}
+
+// startStandin serves the stand-in on a free local port and returns its API base and a stop.
+func startStandin(cfg standinpkg.Config) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("stand-in: %w", err)
+	}
+	srv := &http.Server{Handler: standinpkg.New(cfg), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln) // ends with ErrServerClosed on stop
+	}()
+	stop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}
+	return "http://" + ln.Addr().String() + "/v1", stop, nil
 }
 
 // seedRun stores the problem's evaluator bundle and publishes the seed of a new run, as

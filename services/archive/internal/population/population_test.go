@@ -383,6 +383,43 @@ func TestSelectionRatios(t *testing.T) {
 	}
 }
 
+// TestExploitationFavoursTheBestElites: an exploitation draw picks from the elite archive by
+// rank, so the best elite is drawn several times as often as the last. A uniform draw gives
+// the archive's 20th program the share of its 1st; with tasks in flight, whose parents were
+// drawn before the latest improvements folded, that left a search driven by small edits
+// (issue 16's numeric stand-in) improving its best program too rarely to keep climbing.
+func TestExploitationFavoursTheBestElites(t *testing.T) {
+	const n = 20000
+	cfg := runconfig.Default()
+	cfg.Database.NumIslands = 1
+	cfg.Database.ArchiveSize = 10
+	cfg.Database.ExplorationRatio, cfg.Database.ExploitationRatio = 0, 1
+	p := New("r", cfg)
+	p.Fold(result("seed", true, protocol.StatusOK, 0), 1)
+	for i := range 10 {
+		p.Fold(child(fmt.Sprintf("c%d", i), "seed", 0, 1+float64(i)/100, 0), uint64(i+2))
+	}
+	if len(p.elites) != 10 {
+		t.Fatalf("%d elites, want 10", len(p.elites))
+	}
+	best, last := p.elites[0].ID, p.elites[9].ID
+	count := map[string]int{}
+	for seed := range int64(n) {
+		s, _ := p.Sample(0, 0, seed)
+		if s.Mode != Exploitation {
+			t.Fatalf("mode %s, want exploitation", s.Mode)
+		}
+		count[s.Parent.ID]++
+	}
+	if len(count) != 10 {
+		t.Errorf("exploitation drew %d distinct elites, want all 10", len(count))
+	}
+	// By rank, weight 1/(rank+1): the best is drawn 10 times as often as the 10th.
+	if got := float64(count[best]) / float64(count[last]); got < 5 {
+		t.Errorf("best elite drawn %d times, the 10th %d (ratio %.2f); want the best several times as often", count[best], count[last], got)
+	}
+}
+
 func TestSampleInspirationsAndTop(t *testing.T) {
 	cfg := runconfig.Default()
 	cfg.Prompt.NumTopPrograms, cfg.Prompt.NumDiversePrograms = 3, 4

@@ -13,7 +13,8 @@ type Mode string
 const (
 	// Exploration: any member of the island, uniformly.
 	Exploration Mode = "exploration"
-	// Exploitation: a program of the elite archive, from the island when it holds one.
+	// Exploitation: a program of the elite archive, from the island when it holds one, drawn
+	// by rank (see pickElite).
 	Exploitation Mode = "exploitation"
 	// Weighted: an island member drawn in proportion to its fitness.
 	Weighted Mode = "weighted"
@@ -138,7 +139,14 @@ func (p *Population) sampleIsland(island int) *island {
 }
 
 // pickElite draws from the elite archive, from the island's part of it when it has one; nil
-// when the archive is empty.
+// when the archive is empty. The draw goes by rank: the k-th best elite weighs 1/k, so the
+// best is drawn as often as the next few together, and every elite keeps a share.
+//
+// A uniform draw (OpenEvolve's) gives the archive's last program the share of its first.
+// With tasks in flight, each parent was drawn before the latest results folded, so a new
+// best waits a round of tasks before it breeds, and then, drawn uniformly, breeds as seldom
+// as the 20th: a search that climbs by small edits, as issue 16's numeric stand-in does,
+// slowed to well below what the same search reached with the best drawn more often.
 func (p *Population) pickElite(rng *rand.Rand, island int) *member {
 	var local []*member
 	for _, e := range p.elites {
@@ -152,7 +160,18 @@ func (p *Population) pickElite(rng *rand.Rand, island int) *member {
 	if len(local) == 0 {
 		return nil
 	}
-	return local[rng.IntN(len(local))]
+	// local is best first, as p.elites is.
+	var total float64
+	for k := range local {
+		total += 1 / float64(k+1)
+	}
+	x := rng.Float64() * total
+	for k, e := range local {
+		if x -= 1 / float64(k+1); x < 0 {
+			return e
+		}
+	}
+	return local[len(local)-1]
 }
 
 // weightedPick draws a member with probability growing with its score above the island's
