@@ -401,3 +401,68 @@ func TestPutGetJSON(t *testing.T) {
 		}
 	})
 }
+
+// TestReconcileUpdatesOnlyWhatDiffers: every admin command of the CLI reconciles, while the
+// services create their consumers. An update of an unchanged stream is not free (nats-server
+// rewrites the stream's config, and its file store raced a consumer created meanwhile, as the
+// race detector saw in make test), so Reconcile leaves what already has this version's config
+// and updates only what differs.
+func TestReconcileUpdatesOnlyWhatDiffers(t *testing.T) {
+	env := natstest.StartTestEnv(t) // reconciles once
+	ctx := testContext(t)
+	n := env.Names
+
+	updated := make(chan string, 64)
+	sub, err := env.Conn.Subscribe("$JS.EVENT.ADVISORY.STREAM.UPDATED.>", func(m *nats.Msg) {
+		updated <- m.Subject[strings.LastIndex(m.Subject, ".")+1:]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := env.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	drain := func() []string {
+		var got []string
+		// Advisories follow the update's reply; a second of quiet on an idle server is ample.
+		for {
+			select {
+			case s := <-updated:
+				got = append(got, s)
+			case <-time.After(time.Second):
+				slices.Sort(got)
+				return got
+			}
+		}
+	}
+
+	if err := natsx.Reconcile(ctx, env.JS, n); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if got := drain(); len(got) != 0 {
+		t.Errorf("Reconcile of an unchanged deployment updated %v, want nothing", got)
+	}
+
+	// A stream an older version made differently is brought to this version's config.
+	events := natsx.Streams(n)[4]
+	changed := events
+	changed.MaxAge = time.Hour
+	if _, err := env.JS.UpdateStream(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	drain()
+	if err := natsx.Reconcile(ctx, env.JS, n); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if got := drain(); !slices.Equal(got, []string{events.Name}) {
+		t.Errorf("Reconcile after %s changed updated %v, want it alone", events.Name, got)
+	}
+	s, err := env.JS.Stream(ctx, events.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxAge; got != events.MaxAge {
+		t.Errorf("%s max age %v after Reconcile, want %v", events.Name, got, events.MaxAge)
+	}
+}

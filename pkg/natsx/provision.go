@@ -2,6 +2,9 @@ package natsx
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -74,35 +77,80 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, n protocol.Names) er
 // replicas it has, and one created is on one server, so that an admin command run without the
 // setting never scales a clustered deployment down.
 func ReconcileReplicas(ctx context.Context, js jetstream.JetStream, n protocol.Names, replicas int) error {
-	keep := func(stream string) int {
-		if replicas > 0 {
-			return replicas
-		}
+	// current is the config of an existing stream (a bucket's and an object store's too),
+	// or nil when there is none.
+	current := func(stream string) *jetstream.StreamConfig {
 		s, err := js.Stream(ctx, stream)
 		if err != nil {
-			return 0
+			return nil
 		}
-		return s.CachedInfo().Config.Replicas
+		return &s.CachedInfo().Config
+	}
+	keep := func(cur *jetstream.StreamConfig) int {
+		switch {
+		case replicas > 0:
+			return replicas
+		case cur != nil && cur.Replicas > 0:
+			return cur.Replicas
+		}
+		return 1 // what the server makes of 0, so that the stamp of a new one matches
 	}
 	for _, cfg := range Streams(n) {
-		cfg.Replicas = keep(cfg.Name)
+		cur := current(cfg.Name)
+		cfg.Replicas = keep(cur)
+		if cfg.Metadata = stamp(cfg); cur != nil && stamped(cur.Metadata, cfg.Metadata) {
+			continue
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 		}
 	}
 	for _, cfg := range Buckets(n) {
-		cfg.Replicas = keep("KV_" + cfg.Bucket)
+		cur := current("KV_" + cfg.Bucket)
+		cfg.Replicas = keep(cur)
+		if cfg.Metadata = stamp(cfg); cur != nil && stamped(cur.Metadata, cfg.Metadata) {
+			continue
+		}
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
 		}
 	}
 	for _, cfg := range objectStores(n) {
-		cfg.Replicas = keep("OBJ_" + cfg.Bucket)
+		cur := current("OBJ_" + cfg.Bucket)
+		cfg.Replicas = keep(cur)
+		if cfg.Metadata = stamp(cfg); cur != nil && stamped(cur.Metadata, cfg.Metadata) {
+			continue
+		}
 		if _, err := js.CreateOrUpdateObjectStore(ctx, cfg); err != nil {
 			return fmt.Errorf("provision object store %s: %w", cfg.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// configStamp is the metadata key under which Reconcile records a digest of the config it
+// gave a stream, a bucket or an object store. A later Reconcile that would give the same
+// config leaves it alone: an update of an unchanged stream still makes nats-server rewrite it,
+// which races consumers being created at the same time (a data race inside nats-server's file
+// store), and every admin command reconciles while the services run. A config changed by other
+// hands without the stamp is brought back on the next Reconcile.
+const configStamp = "shoal.config"
+
+// stamp is the metadata that records cfg (a stream, bucket or object store config without
+// metadata of its own).
+func stamp(cfg any) map[string]string {
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		panic(err) // configs are plain structs
+	}
+	sum := sha256.Sum256(b)
+	return map[string]string{configStamp: hex.EncodeToString(sum[:12])}
+}
+
+// stamped reports whether have (an existing stream's metadata) records the config that want
+// (stamp's) does.
+func stamped(have, want map[string]string) bool {
+	return have[configStamp] != "" && have[configStamp] == want[configStamp]
 }
 
 func objectStores(n protocol.Names) []jetstream.ObjectStoreConfig {
