@@ -1,7 +1,6 @@
 package generator_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -24,6 +22,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/pkg/runs"
 	"github.com/shoal-run/shoal/services/generator"
+	"github.com/shoal-run/shoal/services/generator/internal/launch/launchtest"
 )
 
 const parent = `import math
@@ -74,7 +73,7 @@ func start(t *testing.T, cfg generator.Config, specs map[string]string) *env {
 	if cfg.ID == "" {
 		cfg.ID = "gen-test"
 	}
-	svc, err := generator.New(cfg, e.Conn, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	svc, err := generator.New(cfg, e.Conn, slog.New(slog.NewTextHandler(launchtest.Log{T: t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +191,7 @@ llm:
 `
 
 func TestMutateCandidate(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	e := start(t, generator.Config{}, map[string]string{"r1": mutateConfig})
 	tk := task("r1", protocol.TaskID("r1", 12), "mutate")
 	e.publish(t, tk)
@@ -293,7 +292,7 @@ llm:
 // serveProfiles declare the profile that openaiConfig's launched model names.
 func serveProfiles(t *testing.T) runconfig.Profiles {
 	t.Helper()
-	return profiles(t, profile("serve-q8", []string{"./serve", "--port", "{port}"}, "    variants: [{name: q8, need_gib: 20}]\n"))
+	return launchtest.Profiles(t, launchtest.Profile("serve-q8", []string{"./serve", "--port", "{port}"}, "    variants: [{name: q8, need_gib: 20}]\n"))
 }
 
 func getenv(k string) string {
@@ -304,7 +303,7 @@ func getenv(k string) string {
 }
 
 func TestOpenAICandidates(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	chat := newChatServer(t, func(prompt string) string {
 		switch {
 		case strings.Contains(prompt, "TASK:good"):
@@ -391,7 +390,7 @@ func TestOpenAICandidates(t *testing.T) {
 }
 
 func TestModelErrorIsRejectedCandidate(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "model is loading", http.StatusServiceUnavailable)
 	}))
@@ -410,7 +409,7 @@ func TestModelErrorIsRejectedCandidate(t *testing.T) {
 // A task processed twice (a redelivery after a crash between publish and ack) yields one
 // candidate: the candidate's id comes from the task's, and JetStream deduplicates it.
 func TestRedeliveredTaskYieldsOneCandidate(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	chat := newChatServer(t, func(string) string {
 		return "<<<<<<< SEARCH\n    scale = 1.5\n=======\n    scale = 2.5\n>>>>>>> REPLACE\n"
 	})
@@ -452,7 +451,7 @@ func TestRedeliveredTaskYieldsOneCandidate(t *testing.T) {
 // The mutate backend is deterministic in the task's seed: two runs of the same task give the
 // same candidate, in separate deployments.
 func TestMutateSeedDeterminesCandidate(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	var codes []string
 	for range 2 {
 		e := start(t, generator.Config{}, map[string]string{"r6": mutateConfig})
@@ -467,7 +466,7 @@ func TestMutateSeedDeterminesCandidate(t *testing.T) {
 
 // Tasks that cannot be read or belong to no run are terminated without a candidate.
 func TestUnusableTasksAreTerminated(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	e := start(t, generator.Config{}, map[string]string{"r7": mutateConfig})
 	if _, err := e.JS.Publish(e.ctx, e.Names.Task("r7", "mutate"), []byte("not json")); err != nil {
 		t.Fatal(err)
@@ -496,7 +495,7 @@ func TestUnusableTasksAreTerminated(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	e := natstest.StartTestEnv(t)
 	tests := []struct {
 		cfg  generator.Config
@@ -519,7 +518,7 @@ func TestConfigValidate(t *testing.T) {
 // A replica serving every model cannot share the TASKS stream with one serving a single model;
 // the second to start says so.
 func TestOverlappingConsumersExplained(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	e := start(t, generator.Config{}, nil)
 	svc, err := generator.New(generator.Config{Names: e.Names, Models: []string{"coder"}}, e.Conn, nil)
 	if err != nil {
@@ -540,30 +539,4 @@ func TestOverlappingConsumersExplained(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot run side by side") {
 		t.Errorf("Run = %v, want an error explaining the overlap", err)
 	}
-}
-
-// noLeaks fails the test if goroutines started during it outlive it. It is registered first,
-// so it runs after every other cleanup.
-func noLeaks(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("%d goroutines before the test, %d after:\n%s", before, runtime.NumGoroutine(), buf)
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	})
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/gpu"
 	"github.com/shoal-run/shoal/pkg/gpu/lease"
 	"github.com/shoal-run/shoal/services/generator"
+	"github.com/shoal-run/shoal/services/generator/internal/launch/launchtest"
 )
 
 // TestQueuedReplicaHandsTasksBack: on a host with room for one server of the model, a second
@@ -17,12 +18,12 @@ import (
 // whose server is up serves them. `make chaos` once found eight tasks held this way for
 // minutes, which stalled a run.
 func TestQueuedReplicaHandsTasksBack(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	dir := t.TempDir()
-	killGroups(t, dir)
+	launchtest.KillGroups(t, dir)
 	// Each reply takes a while, so the first replica is still busy when tasks reach the second.
-	server := recorded(dir, "python3 "+standin(t)+" --port {port} --reply-delay 0.4")
-	ps := profiles(t, profile("standin", server, `
+	server := launchtest.Recorded(dir, "python3 "+launchtest.Standin(t)+" --port {port} --reply-delay 0.4")
+	ps := launchtest.Profiles(t, launchtest.Profile("standin", server, `
     health_path: /health
     startup_timeout: 60
     variants:
@@ -40,7 +41,7 @@ func TestQueuedReplicaHandsTasksBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "gen-b registered", func() bool {
+	launchtest.WaitFor(t, 10*time.Second, "gen-b registered", func() bool {
 		_, err := gens.Get(e.ctx, "gen-b")
 		return err == nil
 	})

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,8 +14,8 @@ import (
 
 	"github.com/shoal-run/shoal/pkg/natsx/natstest"
 	"github.com/shoal-run/shoal/pkg/protocol"
-	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/services/generator"
+	"github.com/shoal-run/shoal/services/generator/internal/launch/launchtest"
 )
 
 // The launch backend's own tests (servers on leased GPUs, restarts, fencing, startup
@@ -26,28 +24,6 @@ import (
 // of the tests that run launched models through whole replicas (handback, registry).
 
 const testHost = "launch-host"
-
-// standin is the stand-in model server of deploy/standin: a real OpenAI-compatible server on
-// the standard library, which reports its CUDA_VISIBLE_DEVICES.
-func standin(t *testing.T) string {
-	t.Helper()
-	path, err := filepath.Abs("../../deploy/standin/server.py")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("the stand-in model server is missing: %v", err)
-	}
-	return path
-}
-
-// recorded wraps a server command in a shell that appends its pid (which is also its process
-// group: the generator starts each server in a group of its own) to dir/pids and writes its
-// CUDA_VISIBLE_DEVICES to dir/cvd and its STANDIN_NOTE (a profile's env) to dir/note, then
-// execs the server under the same pid.
-func recorded(dir, server string) []string {
-	return []string{"sh", "-c", fmt.Sprintf(`echo $$ >> %s/pids; printf %%s "$CUDA_VISIBLE_DEVICES" > %s/cvd; printf %%s "$STANDIN_NOTE" > %s/note; exec %s`, dir, dir, dir, server)}
-}
 
 // launchModel is one launched model's entry in a run config: it names a profile.
 func launchModel(name, profile string) string {
@@ -69,81 +45,12 @@ llm:
   models:` + strings.Join(models, "")
 }
 
-// profile is one entry of a generator's profiles file; extra holds its other keys, indented
-// by four spaces.
-func profile(name string, command []string, extra string) string {
-	quoted := make([]string, len(command))
-	for i, a := range command {
-		quoted[i] = strconv.Quote(a)
-	}
-	return fmt.Sprintf("  %s:\n    command: [%s]\n%s", name, strings.Join(quoted, ", "), extra)
-}
-
-// profiles reads entries as the generator reads its --profiles file.
-func profiles(t *testing.T, entries ...string) runconfig.Profiles {
-	t.Helper()
-	ps, warnings, err := runconfig.ParseProfiles([]byte("profiles:\n" + strings.Join(entries, "")))
-	if err != nil || len(warnings) > 0 {
-		t.Fatalf("profiles: %v %v", err, warnings)
-	}
-	return ps
-}
-
 // promptTask is a task whose prompt shows the parent the way the planner does, which the
 // stand-in reads to propose its edit.
 func promptTask(run, id, model string) *protocol.Task {
 	tk := task(run, id, model)
 	tk.Messages[1].Content = "# Current Program\n```python\n" + parent + "\n```\n"
 	return tk
-}
-
-func pids(t *testing.T, dir string) []int {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, "pids"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []int
-	for _, f := range strings.Fields(string(data)) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			t.Fatalf("pids file: %v", err)
-		}
-		out = append(out, pid)
-	}
-	return out
-}
-
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func groupGone(pgid int) bool {
-	return errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH)
-}
-
-// killGroups makes sure no server outlives a failing test.
-func killGroups(t *testing.T, dirs ...string) {
-	t.Cleanup(func() {
-		for _, dir := range dirs {
-			for _, pid := range pids(t, dir) {
-				if !groupGone(pid) {
-					t.Errorf("server process group %d outlived the test", pid)
-					_ = syscall.Kill(-pid, syscall.SIGKILL)
-				}
-			}
-		}
-	})
 }
 
 func leasesKV(t *testing.T, e *env) jetstream.KeyValue {
@@ -157,8 +64,8 @@ func leasesKV(t *testing.T, e *env) jetstream.KeyValue {
 
 // Tasks of a launched model on a replica without GPUs are rejected with the way out.
 func TestLaunchWithoutGPUs(t *testing.T) {
-	noLeaks(t)
-	ps := profiles(t, profile("serve", []string{"./serve", "{port}"}, `
+	launchtest.NoLeaks(t)
+	ps := launchtest.Profiles(t, launchtest.Profile("serve", []string{"./serve", "{port}"}, `
     variants: [{name: v, need_gib: 1}]
 `))
 	cfg := launchConfig(launchModel("coder", "serve"))
@@ -175,7 +82,7 @@ func TestLaunchWithoutGPUs(t *testing.T) {
 // abandoned candidates with no code (failed results), the command never runs, and a later
 // valid run is still served.
 func TestLaunchCommandInRunConfigRefused(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	marker := filepath.Join(t.TempDir(), "ran")
 	withCommand := fmt.Sprintf(`
 language: python
@@ -194,7 +101,7 @@ llm:
     - name: coder
       backend: launch
 `
-	ps := profiles(t, profile("serve", []string{"sh", "-c", "touch " + marker, "{port}"}, "    variants: [{name: v, need_gib: 1}]\n"))
+	ps := launchtest.Profiles(t, launchtest.Profile("serve", []string{"sh", "-c", "touch " + marker, "{port}"}, "    variants: [{name: v, need_gib: 1}]\n"))
 	e := start(t, generator.Config{GPUs: "2x24GiB", Host: testHost, Profiles: ps},
 		map[string]string{"bad1": withCommand, "bad2": noProfile, "good": mutateConfig})
 	e.publish(t, promptTask("bad1", "bad1.t1", "coder"))
@@ -220,7 +127,7 @@ llm:
 }
 
 func TestGPUsConfig(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	e := natstest.StartTestEnv(t)
 	dir := t.TempDir()
 	inventory := filepath.Join(dir, "gpus.json")
@@ -228,10 +135,10 @@ func TestGPUsConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	profilesFile, badProfiles := filepath.Join(dir, "profiles.yaml"), filepath.Join(dir, "bad.yaml")
-	if err := os.WriteFile(profilesFile, []byte("profiles:\n"+profile("p", []string{"./serve", "{port}"}, "    variants: [{name: v, need_gib: 1}]\n")), 0o644); err != nil {
+	if err := os.WriteFile(profilesFile, []byte("profiles:\n"+launchtest.Profile("p", []string{"./serve", "{port}"}, "    variants: [{name: v, need_gib: 1}]\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(badProfiles, []byte("profiles:\n"+profile("p", []string{"./serve"}, "    variants: [{name: v, need_gib: 1}]\n")), 0o644); err != nil {
+	if err := os.WriteFile(badProfiles, []byte("profiles:\n"+launchtest.Profile("p", []string{"./serve"}, "    variants: [{name: v, need_gib: 1}]\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {

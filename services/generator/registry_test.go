@@ -10,13 +10,14 @@ import (
 	"github.com/shoal-run/shoal/pkg/gpu"
 	"github.com/shoal-run/shoal/pkg/gpu/lease"
 	"github.com/shoal-run/shoal/services/generator"
+	"github.com/shoal-run/shoal/services/generator/internal/launch/launchtest"
 )
 
 // startReplica runs another generator replica on e's server until the test ends.
 func (e *env) startReplica(t *testing.T, cfg generator.Config) {
 	t.Helper()
 	cfg.Names = e.Names
-	svc, err := generator.New(cfg, e.Conn, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	svc, err := generator.New(cfg, e.Conn, slog.New(slog.NewTextHandler(launchtest.Log{T: t}, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,11 +37,11 @@ func (e *env) startReplica(t *testing.T, cfg generator.Config) {
 // each counts its peers in the generators bucket, so all four take Q4 on one card each
 // instead of two taking Q8 pairs and two waiting forever.
 func TestLaunchReplicasChooseTheVariantThatFitsAll(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	dir := t.TempDir()
-	killGroups(t, dir)
-	server := recorded(dir, "python3 "+standin(t)+" --port {port}")
-	ps := profiles(t, profile("standin", server, `
+	launchtest.KillGroups(t, dir)
+	server := launchtest.Recorded(dir, "python3 "+launchtest.Standin(t)+" --port {port}")
+	ps := launchtest.Profiles(t, launchtest.Profile("standin", server, `
     health_path: /health
     startup_timeout: 60
     variants:
@@ -56,7 +57,7 @@ func TestLaunchReplicasChooseTheVariantThatFitsAll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "four replicas registered", func() bool {
+	launchtest.WaitFor(t, 10*time.Second, "four replicas registered", func() bool {
 		lister, err := gens.ListKeys(e.ctx)
 		if err != nil {
 			return false

@@ -1,7 +1,6 @@
 package launch_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,9 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,6 +23,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/natsx/natstest"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/services/generator/internal/launch"
+	"github.com/shoal-run/shoal/services/generator/internal/launch/launchtest"
 )
 
 const testHost = "launch-host"
@@ -63,7 +61,7 @@ func start(t *testing.T, cfg launch.Config, gpus string) *env {
 	if cfg.Idle == 0 {
 		cfg.Idle = 10 * time.Minute
 	}
-	e.backend = launch.New(cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	e.backend = launch.New(cfg, slog.New(slog.NewTextHandler(launchtest.Log{T: t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	runCtx, stopRun := context.WithCancel(e.ctx)
 	stop, err := e.backend.Start(runCtx, e.JS, e.Names, nil)
 	if err != nil {
@@ -104,97 +102,6 @@ func (e *env) ask(run string, m runconfig.Model) (launch.Endpoint, error) {
 // model is a launched model of a run config that names profile.
 func model(name, profile string) runconfig.Model {
 	return runconfig.Model{Name: name, Backend: runconfig.BackendLaunch, Concurrency: 2, Launch: runconfig.Launch{Profile: profile}}
-}
-
-// standin is the stand-in model server of deploy/standin: a real OpenAI-compatible server on
-// the standard library, which reports its CUDA_VISIBLE_DEVICES.
-func standin(t *testing.T) string {
-	t.Helper()
-	path, err := filepath.Abs("../../../../deploy/standin/server.py")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("the stand-in model server is missing: %v", err)
-	}
-	return path
-}
-
-// recorded wraps a server command in a shell that appends its pid (which is also its process
-// group: each server is started in a group of its own) to dir/pids and writes its
-// CUDA_VISIBLE_DEVICES to dir/cvd and its STANDIN_NOTE (a profile's env) to dir/note, then
-// execs the server under the same pid.
-func recorded(dir, server string) []string {
-	return []string{"sh", "-c", fmt.Sprintf(`echo $$ >> %s/pids; printf %%s "$CUDA_VISIBLE_DEVICES" > %s/cvd; printf %%s "$STANDIN_NOTE" > %s/note; exec %s`, dir, dir, dir, server)}
-}
-
-// profile is one entry of a generator's profiles file; extra holds its other keys, indented
-// by four spaces.
-func profile(name string, command []string, extra string) string {
-	quoted := make([]string, len(command))
-	for i, a := range command {
-		quoted[i] = strconv.Quote(a)
-	}
-	return fmt.Sprintf("  %s:\n    command: [%s]\n%s", name, strings.Join(quoted, ", "), extra)
-}
-
-// profiles reads entries as the generator reads its --profiles file.
-func profiles(t *testing.T, entries ...string) runconfig.Profiles {
-	t.Helper()
-	ps, warnings, err := runconfig.ParseProfiles([]byte("profiles:\n" + strings.Join(entries, "")))
-	if err != nil || len(warnings) > 0 {
-		t.Fatalf("profiles: %v %v", err, warnings)
-	}
-	return ps
-}
-
-func pids(t *testing.T, dir string) []int {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, "pids"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []int
-	for _, f := range strings.Fields(string(data)) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			t.Fatalf("pids file: %v", err)
-		}
-		out = append(out, pid)
-	}
-	return out
-}
-
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func groupGone(pgid int) bool {
-	return errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH)
-}
-
-// killGroups makes sure no server outlives a failing test.
-func killGroups(t *testing.T, dirs ...string) {
-	t.Cleanup(func() {
-		for _, dir := range dirs {
-			for _, pid := range pids(t, dir) {
-				if !groupGone(pid) {
-					t.Errorf("server process group %d outlived the test", pid)
-					_ = syscall.Kill(-pid, syscall.SIGKILL)
-				}
-			}
-		}
-	})
 }
 
 func leasesKV(t *testing.T, e *env) jetstream.KeyValue {
@@ -238,11 +145,11 @@ func uuids(a gpu.Allocation) string {
 // restarted on the same lease; shutdown stops the server's whole process group and releases
 // the lease.
 func TestServesOnLeasedGPUs(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	dir := t.TempDir()
-	killGroups(t, dir)
-	server := recorded(dir, "python3 "+standin(t)+" --port {port} --model-name {model}")
-	ps := profiles(t, profile("standin", server, `
+	launchtest.KillGroups(t, dir)
+	server := launchtest.Recorded(dir, "python3 "+launchtest.Standin(t)+" --port {port} --model-name {model}")
+	ps := launchtest.Profiles(t, launchtest.Profile("standin", server, `
     health_path: /health
     startup_timeout: 60
     env: {STANDIN_NOTE: from-profile}
@@ -298,14 +205,14 @@ func TestServesOnLeasedGPUs(t *testing.T) {
 	}
 
 	// Killed from outside, the server is restarted on the same lease.
-	p := pids(t, dir)
+	p := launchtest.PIDs(t, dir)
 	if len(p) != 1 {
 		t.Fatalf("servers started: %v, want one", p)
 	}
 	if err := syscall.Kill(p[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "server restarted", func() bool { return len(pids(t, dir)) == 2 })
+	launchtest.WaitFor(t, 20*time.Second, "server restarted", func() bool { return len(launchtest.PIDs(t, dir)) == 2 })
 	if _, err := e.ask("r1", coder); err != nil {
 		t.Fatalf("task after the restart: %v", err)
 	}
@@ -315,8 +222,8 @@ func TestServesOnLeasedGPUs(t *testing.T) {
 
 	// Shutdown stops the server's whole group and gives the GPUs back.
 	e.shutdown()
-	for _, pid := range pids(t, dir) {
-		if !groupGone(pid) {
+	for _, pid := range launchtest.PIDs(t, dir) {
+		if !launchtest.GroupGone(pid) {
 			t.Errorf("server process group %d is still there after shutdown", pid)
 		}
 	}
@@ -328,11 +235,11 @@ func TestServesOnLeasedGPUs(t *testing.T) {
 // A lost lease (here removed from the ledger, as another claimer would after its expiry)
 // kills the server at once; the model claims GPUs again and goes on serving.
 func TestLostLeaseKillsServer(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	dir := t.TempDir()
-	killGroups(t, dir)
-	server := recorded(dir, "python3 "+standin(t)+" --port {port}")
-	ps := profiles(t, profile("standin", server, `
+	launchtest.KillGroups(t, dir)
+	server := launchtest.Recorded(dir, "python3 "+launchtest.Standin(t)+" --port {port}")
+	ps := launchtest.Profiles(t, launchtest.Profile("standin", server, `
     health_path: /health
     startup_timeout: 60
     variants: [{name: small, need_gib: 8}]
@@ -367,11 +274,11 @@ func TestLostLeaseKillsServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	lostAt := time.Now()
-	first := pids(t, dir)[0]
-	waitFor(t, 10*time.Second, "server killed after its lease was lost", func() bool { return groupGone(first) })
+	first := launchtest.PIDs(t, dir)[0]
+	launchtest.WaitFor(t, 10*time.Second, "server killed after its lease was lost", func() bool { return launchtest.GroupGone(first) })
 	t.Logf("server killed %s after the lease was removed", time.Since(lostAt).Round(time.Millisecond))
 
-	waitFor(t, 20*time.Second, "server started on a new lease", func() bool { return len(pids(t, dir)) == 2 })
+	launchtest.WaitFor(t, 20*time.Second, "server started on a new lease", func() bool { return len(launchtest.PIDs(t, dir)) == 2 })
 	if _, err := e.ask("r1", coder); err != nil {
 		t.Fatalf("task after the new lease: %v", err)
 	}
@@ -395,15 +302,15 @@ func TestLostLeaseKillsServer(t *testing.T) {
 // A server that never answers its health check, and one that exits while starting, reject
 // their tasks with the reason; neither leaves a process behind.
 func TestStartupFailuresRejectTasks(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	hangs, exits := t.TempDir(), t.TempDir()
-	killGroups(t, hangs, exits)
-	ps := profiles(t,
-		profile("hangs", recorded(hangs, `python3 -c "import time; time.sleep(600)" {port}`), `
+	launchtest.KillGroups(t, hangs, exits)
+	ps := launchtest.Profiles(t,
+		launchtest.Profile("hangs", launchtest.Recorded(hangs, `python3 -c "import time; time.sleep(600)" {port}`), `
     startup_timeout: 2
     variants: [{name: v, need_gib: 10}]
 `),
-		profile("exits", recorded(exits, `sh -c "echo loading weights; echo 'fatal: no model at /models/x.gguf' >&2; exit 3" {port}`), `
+		launchtest.Profile("exits", launchtest.Recorded(exits, `sh -c "echo loading weights; echo 'fatal: no model at /models/x.gguf' >&2; exit 3" {port}`), `
     startup_timeout: 60
     variants: [{name: v, need_gib: 10}]
 `))
@@ -435,12 +342,12 @@ func TestStartupFailuresRejectTasks(t *testing.T) {
 	}
 	e.shutdown()
 	for _, dir := range []string{hangs, exits} {
-		p := pids(t, dir)
+		p := launchtest.PIDs(t, dir)
 		if len(p) == 0 {
 			t.Errorf("%s: no server was started", dir)
 		}
 		for _, pid := range p {
-			if !groupGone(pid) {
+			if !launchtest.GroupGone(pid) {
 				t.Errorf("server process group %d is still there after shutdown", pid)
 			}
 		}
@@ -454,8 +361,8 @@ func TestStartupFailuresRejectTasks(t *testing.T) {
 
 // A variant too large for every GPU of the host is rejected at once, with placement's reason.
 func TestVariantThatNeverFits(t *testing.T) {
-	noLeaks(t)
-	ps := profiles(t, profile("huge", []string{"./serve", "{port}"}, `
+	launchtest.NoLeaks(t)
+	ps := launchtest.Profiles(t, launchtest.Profile("huge", []string{"./serve", "{port}"}, `
     variants: [{name: fp16, need_gib: 100, group_sizes: [1, 2]}]
 `))
 	e := start(t, launch.Config{Profiles: ps}, "2x24GiB")
@@ -473,8 +380,8 @@ func TestVariantThatNeverFits(t *testing.T) {
 // A backend without GPUs rejects every task with the reason it was given, and publishes no
 // inventory.
 func TestWithoutGPUs(t *testing.T) {
-	noLeaks(t)
-	ps := profiles(t, profile("serve", []string{"./serve", "{port}"}, `
+	launchtest.NoLeaks(t)
+	ps := launchtest.Profiles(t, launchtest.Profile("serve", []string{"./serve", "{port}"}, `
     variants: [{name: v, need_gib: 1}]
 `))
 	e := start(t, launch.Config{NoGPUs: "this host has no GPUs", Profiles: ps}, "")
@@ -493,8 +400,8 @@ func TestWithoutGPUs(t *testing.T) {
 // A run that names a profile this generator does not declare gets its tasks rejected with
 // that reason and the profiles there are; nothing is started.
 func TestUnknownProfileRejected(t *testing.T) {
-	noLeaks(t)
-	ps := profiles(t, profile("llama-cpp", []string{"./serve", "{port}"}, "    variants: [{name: v, need_gib: 1}]\n"))
+	launchtest.NoLeaks(t)
+	ps := launchtest.Profiles(t, launchtest.Profile("llama-cpp", []string{"./serve", "{port}"}, "    variants: [{name: v, need_gib: 1}]\n"))
 	tests := []struct {
 		name string
 		ps   runconfig.Profiles
@@ -516,8 +423,8 @@ func TestUnknownProfileRejected(t *testing.T) {
 // A variant without a declared need is sized from its model file; a file that cannot be read
 // rejects the model's tasks with the way out.
 func TestNeedEstimateFails(t *testing.T) {
-	noLeaks(t)
-	ps := profiles(t, profile("est", []string{"./serve", "{port}"}, `
+	launchtest.NoLeaks(t)
+	ps := launchtest.Profiles(t, launchtest.Profile("est", []string{"./serve", "{port}"}, `
     variants: [{name: q4, model_path: /nonexistent/model.gguf}]
 `))
 	e := start(t, launch.Config{Profiles: ps}, "2x24GiB")
@@ -535,11 +442,11 @@ func TestNeedEstimateFails(t *testing.T) {
 // A server that no task has used for Idle stops and gives its GPUs back; the next task
 // starts it again.
 func TestIdleServerStops(t *testing.T) {
-	noLeaks(t)
+	launchtest.NoLeaks(t)
 	dir := t.TempDir()
-	killGroups(t, dir)
-	server := recorded(dir, "python3 "+standin(t)+" --port {port}")
-	ps := profiles(t, profile("standin", server, `
+	launchtest.KillGroups(t, dir)
+	server := launchtest.Recorded(dir, "python3 "+launchtest.Standin(t)+" --port {port}")
+	ps := launchtest.Profiles(t, launchtest.Profile("standin", server, `
     health_path: /health
     variants: [{name: small, need_gib: 8}]
 `))
@@ -548,42 +455,16 @@ func TestIdleServerStops(t *testing.T) {
 	if _, err := e.ask("r1", coder); err != nil {
 		t.Fatalf("first task: %v", err)
 	}
-	first := pids(t, dir)[0]
-	waitFor(t, 15*time.Second, "idle server stopped", func() bool { return groupGone(first) })
-	waitFor(t, 5*time.Second, "idle server's lease released", func() bool {
+	first := launchtest.PIDs(t, dir)[0]
+	launchtest.WaitFor(t, 15*time.Second, "idle server stopped", func() bool { return launchtest.GroupGone(first) })
+	launchtest.WaitFor(t, 5*time.Second, "idle server's lease released", func() bool {
 		_, ok := allocation(t, e, "gen-i/coder")
 		return !ok
 	})
 	if _, err := e.ask("r1", coder); err != nil {
 		t.Fatalf("task after the idle stop: %v", err)
 	}
-	if p := pids(t, dir); len(p) != 2 {
+	if p := launchtest.PIDs(t, dir); len(p) != 2 {
 		t.Errorf("servers started: %v, want a second one for the task after the idle stop", p)
 	}
-}
-
-// noLeaks fails the test if goroutines started during it outlive it. It is registered first,
-// so it runs after every other cleanup.
-func noLeaks(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("%d goroutines before the test, %d after:\n%s", before, runtime.NumGoroutine(), buf)
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	})
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
 }
