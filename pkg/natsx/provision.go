@@ -47,17 +47,25 @@ func Buckets(n protocol.Names) []jetstream.KeyValueConfig {
 // request that every service role may make: a stream that exists with another config (an
 // older version's) keeps it until an admin runs Reconcile.
 func Provision(ctx context.Context, js jetstream.JetStream, n protocol.Names) error {
+	// Each is created as Reconcile would create it on one server (one replica, stamped), so
+	// that a create of one that exists is the same config and the server takes it as a no-op.
 	for _, cfg := range Streams(n) {
+		cfg.Replicas = 1
+		cfg.Metadata = stamp(cfg)
 		if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 		}
 	}
 	for _, cfg := range Buckets(n) {
+		cfg.Replicas = 1
+		cfg.Metadata = stamp(cfg)
 		if _, err := js.CreateKeyValue(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 			return fmt.Errorf("provision bucket %s: %w", cfg.Bucket, err)
 		}
 	}
 	for _, cfg := range objectStores(n) {
+		cfg.Replicas = 1
+		cfg.Metadata = stamp(cfg)
 		if _, err := js.CreateObjectStore(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 			return fmt.Errorf("provision object store %s: %w", cfg.Bucket, err)
 		}
