@@ -62,44 +62,8 @@ func TestService(t *testing.T) {
 	env := natstest.StartTestEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cache, err := os.MkdirTemp("", "shoal-evaluator-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := bundle.RemoveCache(cache); err != nil {
-			t.Errorf("remove cache: %v", err)
-		}
-	})
-
-	// A run, seeded as the archive would: its spec in the runs bucket, its evaluator in the
-	// bundles store.
 	const run = "demo"
-	data, digest, err := bundle.Pack(testdata(t, "basic"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := env.JS.ObjectStore(ctx, env.Names.BundlesStore())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bundle.Put(ctx, store, digest, data); err != nil {
-		t.Fatal(err)
-	}
-	specs, err := runs.Open(ctx, env.JS, env.Names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	created, err := specs.CreateSpec(ctx, &protocol.RunSpec{
-		Meta:         protocol.Meta{ID: run, Run: run},
-		Config:       "evaluator:\n  timeout: 30\n  cascade_evaluation: false\n",
-		BundleDigest: digest,
-		ProgramName:  "initial_program.py",
-		CreatedAt:    time.Now().UTC(),
-	})
-	if err != nil || !created {
-		t.Fatalf("create spec: %v (created %v)", err, created)
-	}
+	cache := seedRun(ctx, t, env, run)
 
 	svc, err := New(Config{Names: env.Names, ID: "test-evaluator", Concurrency: 2, CacheDir: cache}, env.Conn, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	if err != nil {
@@ -235,4 +199,46 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// seedRun seeds run as the archive would: the basic evaluator in the bundles store, the run's
+// spec (no cascade, 30 s timeout) in the runs bucket. It returns a fresh cache dir for the
+// evaluator under test, removed when the test ends.
+func seedRun(ctx context.Context, t *testing.T, env *natstest.TestEnv, run string) string {
+	t.Helper()
+	cache, err := os.MkdirTemp("", "shoal-evaluator-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := bundle.RemoveCache(cache); err != nil {
+			t.Errorf("remove cache: %v", err)
+		}
+	})
+	data, digest, err := bundle.Pack(testdata(t, "basic"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := env.JS.ObjectStore(ctx, env.Names.BundlesStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bundle.Put(ctx, store, digest, data); err != nil {
+		t.Fatal(err)
+	}
+	specs, err := runs.Open(ctx, env.JS, env.Names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := specs.CreateSpec(ctx, &protocol.RunSpec{
+		Meta:         protocol.Meta{ID: run, Run: run},
+		Config:       "evaluator:\n  timeout: 30\n  cascade_evaluation: false\n",
+		BundleDigest: digest,
+		ProgramName:  "initial_program.py",
+		CreatedAt:    time.Now().UTC(),
+	})
+	if err != nil || !created {
+		t.Fatalf("create spec: %v (created %v)", err, created)
+	}
+	return cache
 }
