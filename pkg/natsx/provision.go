@@ -7,11 +7,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 )
 
 // DuplicateWindow is how long JetStream remembers a Nats-Msg-Id: a publish retried within it
@@ -181,15 +186,33 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 
 // Publish encodes m and publishes it to subject with its id as Nats-Msg-Id, so that a retry
 // within DuplicateWindow is stored once. It retries briefly while the server is unavailable.
-func Publish(ctx context.Context, js jetstream.JetStream, subject, id string, m protocol.Message) (*jetstream.PubAck, error) {
+// When ctx carries a span (tracing is on), the publish is a producer span of its own, and
+// its W3C trace context rides in the message's headers, so the consumer's span continues the
+// trace.
+func Publish(ctx context.Context, js jetstream.JetStream, subject, id string, m protocol.Message) (_ *jetstream.PubAck, err error) {
 	data, err := protocol.Encode(m)
 	if err != nil {
 		return nil, err
 	}
+	ctx, span := telemetry.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetName("send " + subjectKind(subject))
+		span.SetAttributes(telemetry.MessagingSystem.String(telemetry.MessagingSystemNATS),
+			telemetry.MessagingOperationType.String(telemetry.MessagingOpSend),
+			telemetry.MessagingDestinationName.String(subject), telemetry.MessagingMessageID.String(id))
+		defer func() {
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, "publish failed")
+			}
+		}()
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: telemetry.Inject(ctx, nil)}
 	var lastErr error
 	wait := 50 * time.Millisecond
 	for attempt := 0; attempt < 8; attempt++ {
-		ack, err := js.Publish(ctx, subject, data, jetstream.WithMsgID(id))
+		ack, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
 		if err == nil {
 			return ack, nil
 		}
@@ -204,6 +227,19 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject, id string, m 
 		wait *= 2
 	}
 	return nil, fmt.Errorf("publish %s id %s: %w", subject, id, lastErr)
+}
+
+// subjectKind is a subject's prefix and kind ("shoal.task"): a span name of few values, where
+// the whole subject (run and model in it) is an attribute.
+func subjectKind(subject string) string {
+	i := strings.IndexByte(subject, '.')
+	if i < 0 {
+		return subject
+	}
+	if j := strings.IndexByte(subject[i+1:], '.'); j >= 0 {
+		return subject[:i+1+j]
+	}
+	return subject
 }
 
 func retryable(err error) bool {
