@@ -25,12 +25,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shoal-run/shoal/pkg/leader"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/pkg/runs"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 	"github.com/shoal-run/shoal/services/planner/internal/prompt"
 )
 
@@ -51,6 +54,9 @@ type Config struct {
 	// OwnerTTL is how long a dead replica keeps its runs: a standby takes each over within
 	// it; default 5s.
 	OwnerTTL time.Duration
+	// Telemetry traces each task from its publish (the root span of its candidate's trace);
+	// zero: off.
+	Telemetry telemetry.Providers
 }
 
 func (c *Config) setDefaults() {
@@ -637,8 +643,18 @@ func taskSeed(cfg *runconfig.Config, n int64) int64 { return cfg.RandomSeed*1_00
 
 // publishTask publishes task n with its sample (taken now when nil). Publishing it twice is
 // harmless: the id is derived from (run, n), so JetStream drops the copy.
-func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string, n int64, sample *protocol.SampleReply) error {
+func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string, n int64, sample *protocol.SampleReply) (err error) {
 	cfg := spec.Config
+	// One candidate is one trace: it starts here, whatever span ctx holds.
+	ctx, span := s.cfg.Telemetry.Tracer().Start(ctx, "plan task", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(telemetry.Run.String(spec.Run), telemetry.Task.String(protocol.TaskID(spec.Run, n)), telemetry.GenAIRequestModel.String(model)))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "task not published")
+		}
+		span.End()
+	}()
 	if sample == nil {
 		var err error
 		if sample, err = s.sampleFor(ctx, spec, n); err != nil {
