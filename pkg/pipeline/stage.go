@@ -68,10 +68,10 @@ type Stage[In, Out any] struct {
 	cfg     StageConfig[In, Out]
 	tracer  trace.Tracer
 	metrics *stageMetrics
-	inEnv  func(*In) *protocol.Meta
-	outEnv func(*Out) *protocol.Meta
-	decode func([]byte, *In) error
-	encode func(*Out) protocol.Message
+	inEnv   func(*In) *protocol.Meta
+	outEnv  func(*Out) *protocol.Meta
+	decode  func([]byte, *In) error
+	encode  func(*Out) protocol.Message
 }
 
 // NewStage returns the stage cfg describes. In and Out are inferred from cfg.Do.
@@ -83,10 +83,10 @@ func NewStage[In, Out any, PIn Body[In], POut Body[Out]](cfg StageConfig[In, Out
 		cfg:     cfg,
 		tracer:  cfg.Telemetry.Tracer(),
 		metrics: newStageMetrics(cfg.Telemetry.Meter()),
-		inEnv:  func(in *In) *protocol.Meta { return PIn(in).Envelope() },
-		outEnv: func(out *Out) *protocol.Meta { return POut(out).Envelope() },
-		decode: func(data []byte, in *In) error { return protocol.Decode(data, PIn(in)) },
-		encode: func(out *Out) protocol.Message { return POut(out) },
+		inEnv:   func(in *In) *protocol.Meta { return PIn(in).Envelope() },
+		outEnv:  func(out *Out) *protocol.Meta { return POut(out).Envelope() },
+		decode:  func(data []byte, in *In) error { return protocol.Decode(data, PIn(in)) },
+		encode:  func(out *Out) protocol.Message { return POut(out) },
 	}
 }
 
