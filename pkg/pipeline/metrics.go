@@ -54,9 +54,10 @@ const ConsumerSampleInterval = 5 * time.Second
 // ObserveConsumer reports cons's queue depth (shoal.queue.depth: messages not yet delivered
 // plus those delivered and not yet acked) and lag (shoal.consumer.lag: messages not yet
 // delivered) as gauges by stream and consumer, sampled when the meter is read and at most
-// every interval (0: ConsumerSampleInterval). stop unregisters them. With a no-op meter it
-// costs nothing.
-func ObserveConsumer(m metric.Meter, cons jetstream.Consumer, interval time.Duration) (stop func(), err error) {
+// every interval (0: ConsumerSampleInterval). name labels the consumer; empty: its own name
+// (an ordered consumer's changes with each reset: name it). stop unregisters them. With a
+// no-op meter it costs nothing.
+func ObserveConsumer(m metric.Meter, cons jetstream.Consumer, name string, interval time.Duration) (stop func(), err error) {
 	if _, ok := m.(noop.Meter); ok {
 		return func() {}, nil
 	}
@@ -79,8 +80,12 @@ func ObserveConsumer(m metric.Meter, cons jetstream.Consumer, interval time.Dura
 		if info == nil {
 			return nil
 		}
+		consumer := name
+		if consumer == "" {
+			consumer = info.Name
+		}
 		attrs := metric.WithAttributes(telemetry.MessagingSystem.String(telemetry.MessagingSystemNATS),
-			telemetry.MessagingDestinationName.String(info.Stream), telemetry.MessagingConsumerGroup.String(info.Name))
+			telemetry.MessagingDestinationName.String(info.Stream), telemetry.MessagingConsumerGroup.String(consumer))
 		o.ObserveInt64(depth, int64(info.NumPending)+int64(info.NumAckPending), attrs)
 		o.ObserveInt64(lag, int64(info.NumPending), attrs)
 		return nil

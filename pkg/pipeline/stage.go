@@ -107,7 +107,7 @@ func (s *Stage[In, Out]) With(mw ...Middleware[In, Out]) *Stage[In, Out] {
 func (s *Stage[In, Out]) Run(ctx context.Context, cons jetstream.Consumer, cfg Config) error {
 	cfg.JetStream, cfg.Names = s.cfg.JetStream, s.cfg.Names
 	cfg.OnDead = s.OnDead
-	stop, err := ObserveConsumer(s.cfg.Telemetry.Meter(), cons, 0)
+	stop, err := ObserveConsumer(s.cfg.Telemetry.Meter(), cons, "", 0)
 	if err != nil {
 		return err
 	}

@@ -193,7 +193,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("archive: results consumer: %w", err)
 	}
-	unobserve, err := pipeline.ObserveConsumer(s.cfg.Telemetry.Meter(), results, 0)
+	unobserve, err := pipeline.ObserveConsumer(s.cfg.Telemetry.Meter(), results, "archive-fold", 0)
 	if err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}

@@ -24,7 +24,7 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("archive metrics: %w", err)
 	}
-	b, err := m.Float64ObservableGauge(telemetry.MetricBestScore, metric.WithUnit("1"),
+	b, err := m.Float64ObservableGauge(telemetry.MetricBestScore,
 		metric.WithDescription("the best score of each run this replica owns"))
 	if err != nil {
 		return nil, fmt.Errorf("archive metrics: %w", err)
