@@ -64,7 +64,6 @@ const (
 	MetricSandboxLimits     = "shoal.sandbox.limits"             // counter {limit}
 	MetricGPULeased         = "shoal.gpu.memory.leased"          // gauge By {host, gpu}
 	MetricGPUUsed           = "shoal.gpu.memory.used"            // gauge By {host, gpu}
-	MetricLeaseWaits        = "shoal.gpu.lease.waits"            // counter {model}: claims that had to wait
 	MetricLeaseWaitTime     = "shoal.gpu.lease.wait.duration"    // histogram s {model}
 )
 

@@ -237,6 +237,11 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { defer close(regDone); s.registry.run(regCtx) }()
 	defer func() { stopRegistry(); <-regDone }()
 	peers := func(host, model string) int { return s.registry.count(ctx, host, model) }
+	unobserve, err := s.launch.Observe(s.cfg.Telemetry.Meter())
+	if err != nil {
+		return fmt.Errorf("generator: %w", err)
+	}
+	defer unobserve()
 	stopServers, err := s.launch.Start(ctx, s.js, s.cfg.Names, peers)
 	if err != nil {
 		return fmt.Errorf("generator: %w", err)
