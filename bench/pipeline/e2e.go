@@ -87,6 +87,8 @@ type upShape struct {
 	// generators is the number of generator replicas: the one in `shoal up` and the others
 	// as `shoal up --only generator` processes of their own.
 	generators int
+	// env is added to `shoal up`'s environment (OTEL_* for figure (t)).
+	env []string
 }
 
 // runUp runs `shoal up` on the polyfit problem the way a user does, with a stand-in model,
@@ -121,6 +123,7 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 		args = append(args, "--only", "planner,generator,archive")
 	}
 	cmd := exec.CommandContext(ctx, shoal, append(args, prob)...)
+	cmd.Env = append(os.Environ(), shape.env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
