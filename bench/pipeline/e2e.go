@@ -74,6 +74,9 @@ type e2eResult struct {
 	best   string
 	sizes  [3]int
 	busy   standin.Stats // the model server's, from the first task to the end
+	// cpu is the CPU time (user and system) of the `shoal up` process over the whole run:
+	// on a shared machine a steadier measure of its own cost than its rate.
+	cpu time.Duration
 }
 
 // upShape is how a measured `shoal up` is put together.
@@ -201,6 +204,9 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 		return nil, fmt.Errorf("shoal up: %w\n%s", err, tail(out.String(), 2000))
 	}
 	r := &e2eResult{wall: time.Since(start), rate: t.rate(max(iterations/10, 5)), budget: t.budget(evaluate), sizes: t.sizes()}
+	if ps := cmd.ProcessState; ps != nil {
+		r.cpu = ps.UserTime() + ps.SystemTime()
+	}
 	select {
 	case r.busy = <-busy:
 	default:

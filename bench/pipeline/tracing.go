@@ -31,8 +31,8 @@ func benchTracing(ctx context.Context, log *slog.Logger, shoal, python string, e
 	}
 	on := []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_EXPORTER_OTLP_ENDPOINT=" + sink.url}
 	fmt.Printf("\n### (t) Tracing on (OTLP/HTTP to a discarding collector) against off, %d evaluations, 12 tasks in flight\n\n", evals)
-	fmt.Println("| pipeline | off: evaluations/s (each run) | on: evaluations/s (each run) | on / off (medians) | on / off (median of each pair) | OTLP exports received (on, all runs) |")
-	fmt.Println("|---|---|---|---|---|---|")
+	fmt.Println("| pipeline | off: evaluations/s (each run) | on: evaluations/s (each run) | on / off (medians) | on / off (median of each pair) | `shoal up` CPU ms per evaluation, off / on (medians) | OTLP exports received (on, all runs) |")
+	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, shape := range []struct {
 		name string
 		up   upShape
@@ -40,7 +40,7 @@ func benchTracing(ctx context.Context, log *slog.Logger, shoal, python string, e
 		{"no-op model and evaluator (a)", upShape{iterations: evals, concurrency: 8, noop: true, light: true, generators: 1}},
 		{"end to end, polyfit cascade (b)", upShape{iterations: evals, concurrency: 8, light: true, generators: 1}},
 	} {
-		var off, traced []float64
+		var off, traced, cpuOff, cpuOn []float64
 		before := sink.requests.Load()
 		for i := range repeat {
 			for _, tracing := range []bool{false, true} {
@@ -53,10 +53,11 @@ func benchTracing(ctx context.Context, log *slog.Logger, shoal, python string, e
 					return fmt.Errorf("%s, tracing %v, run %d: %w", shape.name, tracing, i+1, err)
 				}
 				log.Info("tracing run", "pipeline", shape.name, "tracing", tracing, "evals_per_s", fmt.Sprintf("%.1f", r.rate), "wall", r.wall.Round(time.Millisecond))
+				cpu := float64(r.cpu.Microseconds()) / 1000 / float64(up.iterations)
 				if tracing {
-					traced = append(traced, r.rate)
+					traced, cpuOn = append(traced, r.rate), append(cpuOn, cpu)
 				} else {
-					off = append(off, r.rate)
+					off, cpuOff = append(off, r.rate), append(cpuOff, cpu)
 				}
 			}
 		}
@@ -66,8 +67,10 @@ func benchTracing(ctx context.Context, log *slog.Logger, shoal, python string, e
 		for i := range off {
 			pairs[i] = traced[i] / off[i]
 		}
-		fmt.Printf("| %s | %s | %s | %.1f %% | %.1f %% | %d requests, %d KiB |\n", shape.name, joinf(off, "%.0f"), joinf(traced, "%.0f"),
-			100*quantile(traced, 0.5)/quantile(off, 0.5), 100*quantile(pairs, 0.5), sink.requests.Load()-before, sink.bytes.Swap(0)>>10)
+		fmt.Printf("| %s | %s | %s | %.1f %% | %.1f %% | %.2f / %.2f (+%.1f %%) | %d requests, %d KiB |\n", shape.name, joinf(off, "%.0f"), joinf(traced, "%.0f"),
+			100*quantile(traced, 0.5)/quantile(off, 0.5), 100*quantile(pairs, 0.5),
+			quantile(cpuOff, 0.5), quantile(cpuOn, 0.5), 100*(quantile(cpuOn, 0.5)/quantile(cpuOff, 0.5)-1),
+			sink.requests.Load()-before, sink.bytes.Swap(0)>>10)
 	}
 	return nil
 }

@@ -273,6 +273,8 @@ func (s *Service) fold(ctx context.Context, cons jetstream.Consumer, replayTo ui
 		var r protocol.Result
 		if err := protocol.Decode(msg.Data(), &r); err != nil {
 			s.log.Error("skipping undecodable result", "subject", msg.Subject(), "seq", seq, "err", err)
+		} else if !s.isCaughtUp() {
+			s.foldOne(ctx, &r, seq) // a replay: its candidates' traces ended long ago
 		} else {
 			fctx, span := s.tracer.Start(telemetry.Extract(ctx, msg.Headers()), "fold", trace.WithSpanKind(trace.SpanKindConsumer),
 				trace.WithAttributes(telemetry.MessagingSystem.String(telemetry.MessagingSystemNATS),
