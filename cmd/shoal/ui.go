@@ -19,12 +19,15 @@ import (
 // uiFlags are the web UI's own flags: where it listens and its certificate.
 type uiFlags struct {
 	addr, cert, key string
+	insecureHTTP    bool
 }
 
 func (f *uiFlags) add(cmd *cobra.Command, addrFlag, addrDefault, addrHelp string) {
 	cmd.Flags().StringVar(&f.addr, addrFlag, addrDefault, addrHelp)
 	cmd.Flags().StringVar(&f.cert, "ui-tls-cert", os.Getenv("SHOAL_UI_TLS_CERT"), "serve the web UI over HTTPS with this certificate (env SHOAL_UI_TLS_CERT); needed beyond loopback")
 	cmd.Flags().StringVar(&f.key, "ui-tls-key", os.Getenv("SHOAL_UI_TLS_KEY"), "the web UI certificate's key (env SHOAL_UI_TLS_KEY)")
+	cmd.Flags().BoolVar(&f.insecureHTTP, "ui-insecure-http", os.Getenv("SHOAL_UI_INSECURE_HTTP") == "1",
+		"serve plain HTTP beyond loopback anyway, e.g. in a container whose port is published on the host's loopback only (env SHOAL_UI_INSECURE_HTTP=1)")
 }
 
 func uiCmd() *cobra.Command {
@@ -75,7 +78,7 @@ func newUI(names protocol.Names, f uiFlags, auth natsx.Auth, nc *nats.Conn, log 
 	if pw == "" {
 		user = "" // a .creds file or no credentials: the UI makes its own password
 	}
-	return ui.New(ui.Config{Names: names, Addr: f.addr, User: user, Password: pw, TLSCert: f.cert, TLSKey: f.key}, nc, log)
+	return ui.New(ui.Config{Names: names, Addr: f.addr, User: user, Password: pw, TLSCert: f.cert, TLSKey: f.key, InsecureHTTP: f.insecureHTTP}, nc, log)
 }
 
 // announceUI says where the UI is and how to log in, without printing a password that is

@@ -50,6 +50,9 @@ type Config struct {
 	// TLSCert and TLSKey serve HTTPS; required to listen beyond loopback, since basic auth
 	// sends the password with every request.
 	TLSCert, TLSKey string
+	// InsecureHTTP serves plain HTTP beyond loopback anyway: for a container whose port is
+	// published on the host's loopback alone (compose.yaml). New logs what is exposed.
+	InsecureHTTP bool
 }
 
 func (c *Config) setDefaults() {
@@ -70,7 +73,7 @@ func (c *Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return fmt.Errorf("%w: give both a TLS certificate and its key, or neither", ErrConfig)
 	}
-	if !natsx.IsLoopback(host) && c.TLSCert == "" {
+	if !natsx.IsLoopback(host) && c.TLSCert == "" && !c.InsecureHTTP {
 		return fmt.Errorf("%w: %s: refusing to serve the web UI beyond this machine without TLS; "+
 			"every request carries the password of a NATS user, and the pages show programs, artifacts and "+
 			"GPU holders. Give a TLS certificate and key, or listen on 127.0.0.1", ErrConfig, c.Addr)
@@ -115,6 +118,11 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Addr); !natsx.IsLoopback(host) && cfg.TLSCert == "" {
+		log.Warn("web UI serves plain HTTP beyond loopback: the login (a NATS user's password) and the pages "+
+			"(programs, artifacts, GPU holders) cross the network in clear; publish this port on loopback only, or give a certificate",
+			"addr", ln.Addr().String())
 	}
 	s := &Server{cfg: cfg, log: log, feed: newFeed(cfg.Names, js, log), ln: ln}
 	s.http = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}

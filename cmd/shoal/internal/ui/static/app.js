@@ -34,6 +34,7 @@ function s(tag, attrs, ...kids) {
 }
 
 const fmt = (x) => (x === undefined || x === null || !isFinite(x)) ? "–" : Number(x).toPrecision(6).replace(/\.?0+$/, "").replace(/\.?0+e/, "e");
+const tick = (x) => Number(x).toPrecision(3).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
 const gib = (m) => (m / 1024).toFixed(1) + " GiB";
 const ago = (t) => {
   const s = Math.max(0, (Date.now() - new Date(t).getTime()) / 1000);
@@ -177,7 +178,7 @@ function stat(k, v) { return h("div", { class: "stat" }, h("div", { class: "v" }
 // lineChart draws the best score as a step line over x, carried on to xEnd.
 function lineChart(el, points, xOf, xEnd, xName, xLabel) {
   if (!el) return;
-  const W = Math.max(300, el.clientWidth || 560), H = 230, L = 56, R = 14, T = 10, B = 30;
+  const W = Math.max(300, el.clientWidth || 560), H = 230, L = 62, R = 14, T = 10, B = 30;
   if (!points.length) { el.replaceChildren(h("p", { class: "empty" }, "No results yet.")); return; }
   const xs = points.map(xOf), ys = points.map((p) => p.best);
   let x0 = Math.min(...xs), x1 = Math.max(...xs, xEnd || 0);
@@ -197,7 +198,7 @@ function lineChart(el, points, xOf, xEnd, xName, xLabel) {
   g.append(s("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }), s("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
   for (let i = 0; i <= 4; i++) {
     const y = y0 + (y1 - y0) * i / 4;
-    g.append(s("text", { x: L - 6, y: Y(y) + 4, "text-anchor": "end" }, fmt(y)));
+    g.append(s("text", { x: L - 6, y: Y(y) + 4, "text-anchor": "end" }, tick(y)));
     g.append(s("line", { class: "axis", x1: L, x2: W - R, y1: Y(y), y2: Y(y), "stroke-dasharray": "2,3" }));
     const x = x0 + (x1 - x0) * i / 4;
     g.append(s("text", { x: X(x), y: H - B + 16, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, xLabel(x)));
@@ -311,7 +312,7 @@ function renderThroughput() {
 
 // ---- the GPU lease map ----
 
-const palette = ["#1f6feb", "#8250df", "#bf3989", "#1a7f37", "#9a6700", "#0a7ea4", "#d1242f"];
+const palette = ["#1f6feb", "#8250df", "#bf3989", "#1a7f37", "#9a6700", "#0a7ea4", "#57606a"];
 function holderColor(name) {
   let x = 0;
   for (const ch of name) x = (x * 31 + ch.charCodeAt(0)) >>> 0;
@@ -332,10 +333,10 @@ function renderLeases() {
       for (const ho of g.holders) {
         bar.append(s("rect", { class: "holder", x: x(off), y: 2, width: Math.max(1, x(ho.mib) - 1), height: H - 4, rx: 2, fill: holderColor(ho.model), opacity: ho.state === "loading" ? 0.5 : 1 },
           s("title", {}, `${ho.holder}: ${ho.model}/${ho.variant} ${gib(ho.mib)} ${ho.state}, renews within ${Math.round(ho.expires_in_s)}s`)));
-        if (x(ho.mib) > 70) bar.append(s("text", { x: x(off) + 4, y: 15, fill: "#fff" }, ho.model));
+        if (x(ho.mib) > 70) bar.append(s("text", { class: "onbar", x: x(off) + 4, y: 15 }, ho.model));
         off += ho.mib;
       }
-      if (g.used_mib >= 0) bar.append(s("line", { x1: x(g.used_mib), x2: x(g.used_mib), y1: 0, y2: H, stroke: "#cf222e", "stroke-width": 2 }, s("title", {}, "used (NVML) " + gib(g.used_mib))));
+      if (g.used_mib >= 0) bar.append(s("line", { class: "used", x1: x(g.used_mib), x2: x(g.used_mib), y1: 0, y2: H, stroke: "#cf222e", "stroke-width": 2 }, s("title", {}, "used (NVML) " + gib(g.used_mib))));
       return h("div", { class: "gpu" },
         h("div", { class: "name" }, h("b", {}, `GPU ${g.index}`), ` ${g.name}`, h("br"),
           h("span", { class: "muted" }, `leased ${gib(g.leased_mib)} of ${gib(g.usable_mib)} usable` + (g.used_mib >= 0 ? `, used ${gib(g.used_mib)}` : ", used: no reading (declared)"))),
@@ -344,7 +345,7 @@ function renderLeases() {
     return h("div", { class: "host", "data-host": host.host },
       h("h3", {}, `host ${host.host} (${host.source || "?"}) · ${host.generators.length} generator replicas`),
       rows,
-      host.waiters.length ? h("p", {}, h("b", {}, "waiting: "), host.waiters.map((w) => `${w.holder} ${w.model}/${w.variant} needs ${gib(w.need_mib)} since ${new Date(w.since).toLocaleTimeString()}`).join("; ")) : null,
+      host.waiters.length ? h("p", { class: "waiting" }, h("b", {}, "waiting: "), host.waiters.map((w) => `${w.holder} ${w.model}/${w.variant} needs ${gib(w.need_mib)} since ${new Date(w.since).toLocaleTimeString()}`).join("; ")) : null,
       host.expired.length ? h("p", { class: "muted" }, "expired: " + host.expired.map((a) => `${a.holder} ${a.model}/${a.variant}`).join("; ")) : null,
       host.generators.length ? h("p", { class: "muted" }, "generators: " + host.generators.map((g) => `${g.id} (${g.in_flight}/${g.concurrency} in flight${g.models ? ", " + g.models.join(",") : ""})`).join("; ")) : null);
   });
