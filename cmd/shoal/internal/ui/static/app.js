@@ -312,7 +312,7 @@ function renderThroughput() {
 
 // ---- the GPU lease map ----
 
-const palette = ["#1f6feb", "#8250df", "#bf3989", "#1a7f37", "#9a6700", "#0a7ea4", "#57606a"];
+const palette = ["#1f6feb", "#8250df", "#bf3989", "#1a7f37", "#9a6700", "#0a7ea4", "#e16f24"];
 function holderColor(name) {
   let x = 0;
   for (const ch of name) x = (x * 31 + ch.charCodeAt(0)) >>> 0;
