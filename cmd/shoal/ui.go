@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -49,7 +50,7 @@ connected with; with a .creds file, the UI prints a password of its own. It list
 			if err != nil {
 				return err
 			}
-			defer natsx.Close(nc, 0)
+			defer natsx.Close(nc, 5*time.Second)
 			prefix, _ := cmd.Flags().GetString("prefix")
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 			srv, err := newUI(protocol.NewNames(prefix), f, auth, nc, log)

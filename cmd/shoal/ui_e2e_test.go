@@ -3,11 +3,15 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -467,5 +471,72 @@ func TestUIIsReadOnlyAndLogsIn(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestShoalUICommand runs `shoal ui` as a user does beside a deployment: it finds the
+// seeder's password where `shoal up` keeps it, refuses to serve beyond loopback without a
+// certificate, serves HTTPS with one, and says where it is and how to log in.
+func TestShoalUICommand(t *testing.T) {
+	env := natstest.StartTestEnv(t, natstest.WithRoles())
+	state := t.TempDir()
+	if err := os.CopyFS(credentialsDir(state), os.DirFS(env.CredentialsDir)); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runShoal("ui", "--nats-url", env.Server.URL(), "--state-dir", state, "--addr", "0.0.0.0:0")
+	if !errors.Is(err, ui.ErrConfig) || !strings.Contains(err.Error(), "without TLS") {
+		t.Fatalf("shoal ui --addr 0.0.0.0:0 = %v; want a refusal that says why\n%s", err, out)
+	}
+
+	ca, cert, key := selfSignedCert(t)
+	port := freePort(t)
+	var buf syncBuffer
+	cmd := rootCmd()
+	cmd.SetArgs([]string{"ui", "--nats-url", env.Server.URL(), "--state-dir", state,
+		"--addr", fmt.Sprintf("0.0.0.0:%d", port), "--ui-tls-cert", cert, "--ui-tls-key", key})
+	cmd.SetOut(&buf)
+	cmd.SetErr(&buf)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("shoal ui returned %v when interrupted", err)
+		}
+	}()
+
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	url := fmt.Sprintf("https://127.0.0.1:%d/api/runs", port)
+	get := func(user, password string) (int, error) {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.SetBasicAuth(user, password)
+		res, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		res.Body.Close()
+		return res.StatusCode, nil
+	}
+	eventually(t, time.Minute, func() string {
+		code, err := get(string(natsauth.Seeder), env.Passwords[natsauth.Seeder])
+		if err != nil || code != http.StatusOK {
+			return fmt.Sprintf("GET %s as the seeder: %d %v", url, code, err)
+		}
+		return ""
+	})
+	if code, err := get(string(natsauth.Seeder), "guess"); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("a wrong password: %d %v; want 401", code, err)
+	}
+	want := fmt.Sprintf("web UI (read-only) on https://0.0.0.0:%d/: log in with user seeder, the password in %s", port,
+		natsauth.PasswordFile(credentialsDir(state), natsauth.Seeder))
+	if got := buf.String(); !strings.Contains(got, want) {
+		t.Errorf("shoal ui said:\n%s\nwant: %s", got, want)
 	}
 }

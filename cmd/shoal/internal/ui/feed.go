@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -76,6 +77,15 @@ func (f *feed) run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// notProvisioned says what to do when a stream or bucket the UI reads does not exist: the
+// seeder may not create them, the services and admin commands do.
+func notProvisioned(err error) string {
+	if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) {
+		return " (the deployment has not made its streams yet: start its services, or run shoal status as the admin)"
+	}
+	return ""
+}
+
 // wait returns a channel closed at the next change.
 func (f *feed) wait() <-chan struct{} {
 	f.mu.Lock()
@@ -94,7 +104,7 @@ func (f *feed) notify() {
 func (f *feed) watchKV(ctx context.Context, bucket string, put func(key string, value []byte)) error {
 	kv, err := f.js.KeyValue(ctx, bucket)
 	if err != nil {
-		return fmt.Errorf("ui: open %s: %w", bucket, err)
+		return fmt.Errorf("ui: open %s: %w%s", bucket, err, notProvisioned(err))
 	}
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
@@ -243,7 +253,7 @@ func (f *feed) expireLeases(ctx context.Context) error {
 func (f *feed) readResults(ctx context.Context) error {
 	stream, err := f.js.Stream(ctx, f.names.ResultsStream())
 	if err != nil {
-		return fmt.Errorf("ui: open results: %w", err)
+		return fmt.Errorf("ui: open results: %w%s", err, notProvisioned(err))
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {

@@ -135,7 +135,10 @@ func (s *Server) URL() string {
 	if s.cfg.TLSCert != "" {
 		scheme = "https"
 	}
-	return scheme + "://" + s.ln.Addr().String() + "/"
+	// The host as given (0.0.0.0 reads better than [::]), the port as bound (port 0 picks one).
+	host, _, _ := net.SplitHostPort(s.cfg.Addr)
+	_, port, _ := net.SplitHostPort(s.ln.Addr().String())
+	return scheme + "://" + net.JoinHostPort(host, port) + "/"
 }
 
 // User and Password are the basic-auth credentials the UI accepts.
