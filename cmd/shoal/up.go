@@ -188,7 +188,14 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 		if webUI, err = newUI(names, o.ui, uiAuth, nc, fileLog); err != nil {
 			return err
 		}
-		svcs["ui"] = webUI.Run
+		// A UI that fails says so and stops; the run goes on without it.
+		svcs["ui"] = func(ctx context.Context) error {
+			if err := webUI.Run(ctx); err != nil && ctx.Err() == nil {
+				fileLog.Error("web UI stopped", "err", err)
+				fmt.Fprintf(w, "\nwarning: the web UI stopped: %v\n", err)
+			}
+			return nil
+		}
 	}
 	g := startServices(ctx, svcs, fileLog)
 	fmt.Fprintf(w, "shoal %s: services %s up on %s; logs in %s\n", version, strings.Join(services, ","), url, logPath)
