@@ -130,7 +130,7 @@ func TestBrowserShowsALiveRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h100 := mockNVMLInventory(t, "gpu-host-b", []gpu.MiB{60 << 10, 3 << 10})
+	h100 := mockNVMLInventory(t, "gpu-host-b", []gpu.MiB{57 << 10, 3 << 10})
 	inventories, err := js.KeyValue(t.Context(), protocol.NewNames("").GPUInventoryBucket())
 	if err != nil {
 		t.Fatal(err)

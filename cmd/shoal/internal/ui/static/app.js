@@ -312,17 +312,17 @@ function renderThroughput() {
 
 // ---- the GPU lease map ----
 
-const palette = ["#1f6feb", "#8250df", "#bf3989", "#1a7f37", "#9a6700", "#0a7ea4", "#e16f24"];
-function holderColor(name) {
-  let x = 0;
-  for (const ch of name) x = (x * 31 + ch.charCodeAt(0)) >>> 0;
-  return palette[x % palette.length];
-}
+const palette = ["#1f6feb", "#e16f24", "#8250df", "#1a7f37", "#bf3989", "#0a7ea4", "#9a6700"];
+let modelColors = new Map();
+// holderColor gives each model of the lease map its own colour, in the order of their names.
+function holderColor(model) { return modelColors.get(model) || palette[0]; }
 
 function renderLeases() {
   const el = document.getElementById("leases");
   if (!el) return;
   if (!state.leases.length) { el.replaceChildren(h("p", { class: "empty" }, "No GPU inventory or leases yet: generators with GPUs publish them.")); return; }
+  const models = [...new Set(state.leases.flatMap((host) => host.gpus.flatMap((g) => g.holders.map((ho) => ho.model))))].sort();
+  modelColors = new Map(models.map((m, i) => [m, palette[i % palette.length]]));
   const hosts = state.leases.map((host) => {
     const rows = host.gpus.map((g) => {
       const W = 520, H = 22, x = (m) => Math.max(0, Math.min(W, W * m / Math.max(1, g.total_mib)));
