@@ -109,7 +109,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Server, error) {
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("ui: %w", err)
+		return nil, fmt.Errorf("ui: %w (is another server on that port, a model server perhaps? give the UI another address)", err)
 	}
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
