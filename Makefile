@@ -135,10 +135,16 @@ helm-check: helm ## helm lint the chart, then helm template it under several val
 		--set externalNats.monitoringEndpoint=nats:8222
 	cd deploy/helm/check && GOWORK=off HELM=$(abspath $(BIN)/helm) go test -count=1 -v ./...
 
+screenshots: ## (re)generate the web UI's screenshots in docs/screenshots: a short `shoal up --ui` run in headless Chromium (apt-get install -y chromium)
+	@command -v chromium || command -v chromium-browser || command -v google-chrome || \
+		{ echo "no chromium binary: apt-get install -y chromium" >&2; exit 1; }
+	@mkdir -p docs/screenshots
+	cd cmd/shoal && SHOAL_SCREENSHOTS=$(CURDIR)/docs/screenshots go test -count=1 -run '^TestBrowserShowsALiveRun$$' -v .
+
 tidy: ## go mod tidy in every module
 	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
 
 clean: ## remove build output and local run state
 	rm -rf $(BIN) out .shoal
 
-.PHONY: help build run test lint bench bench-pipeline bench-search bench-search-model chaos images compose-plugin credentials up down e2e-compose helm helm-check tidy clean
+.PHONY: help build run test lint bench bench-pipeline bench-search bench-search-model chaos images compose-plugin credentials up down e2e-compose helm helm-check screenshots tidy clean
