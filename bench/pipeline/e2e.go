@@ -73,6 +73,7 @@ type e2eResult struct {
 	budget []hops
 	best   string
 	sizes  [3]int
+	msgs   []kindCount   // messages per candidate by kind (full tap only)
 	busy   standin.Stats // the model server's, from the first task to the end
 }
 
@@ -197,7 +198,7 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 	if err := <-exited; err != nil {
 		return nil, fmt.Errorf("shoal up: %w\n%s", err, tail(out.String(), 2000))
 	}
-	r := &e2eResult{wall: time.Since(start), rate: t.rate(max(iterations/10, 5)), budget: t.budget(evaluate), sizes: t.sizes()}
+	r := &e2eResult{wall: time.Since(start), rate: t.rate(max(iterations/10, 5)), budget: t.budget(evaluate), sizes: t.sizes(), msgs: t.perCandidate()}
 	select {
 	case r.busy = <-busy:
 	default:
