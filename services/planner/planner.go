@@ -6,8 +6,8 @@
 //
 // The planner keeps no state that matters in memory: what it issued is in the runs bucket and
 // what was folded is in the archive's run state, so a restarted planner picks up where it was.
-// A task is recorded before it is published and published again after a restart; its derived
-// id makes that copy a no-op.
+// A refill's tasks are recorded in one write before any is published, and published again
+// after a restart; their derived ids make those copies no-ops.
 package planner
 
 import (
