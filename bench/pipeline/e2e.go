@@ -75,6 +75,9 @@ type e2eResult struct {
 	sizes  [3]int
 	msgs   []kindCount   // messages per candidate by kind (full tap only)
 	busy   standin.Stats // the model server's, from the first task to the end
+	// cpu is the CPU time (user + system) of the `shoal up` process, its NATS server
+	// included, from start to exit.
+	cpu time.Duration
 }
 
 // upShape is how a measured `shoal up` is put together.
@@ -199,6 +202,9 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 		return nil, fmt.Errorf("shoal up: %w\n%s", err, tail(out.String(), 2000))
 	}
 	r := &e2eResult{wall: time.Since(start), rate: t.rate(max(iterations/10, 5)), budget: t.budget(evaluate), sizes: t.sizes(), msgs: t.perCandidate()}
+	if ps := cmd.ProcessState; ps != nil {
+		r.cpu = ps.UserTime() + ps.SystemTime()
+	}
 	select {
 	case r.busy = <-busy:
 	default:

@@ -196,28 +196,36 @@ func benchNoop(ctx context.Context, log *slog.Logger, shoal, baseline string, ev
 	fmt.Println(row)
 
 	fmt.Printf("\n### (a) No-op model and evaluator: shoal against raw JetStream of the same shape, %d evaluations\n\n", evals)
-	fmt.Println("| binary | tasks in flight | shoal evaluations/s (each run) | raw JetStream evaluations/s (each run) | shoal / raw (medians) |")
-	fmt.Println("|---|---|---|---|---|")
+	fmt.Println("| binary | tasks in flight | shoal evaluations/s (each run) | raw JetStream evaluations/s (each run) | shoal / raw (medians) | CPU ms per evaluation, shoal / raw (medians) |")
+	fmt.Println("|---|---|---|---|---|---|")
 	for _, inflight := range []int{3, 12, 48} {
 		mine, raw := map[string][]float64{}, []float64{}
+		// CPU milliseconds per evaluation: the `shoal up` process (its NATS server included,
+		// the no-op evaluator in this process not) and the raw pipeline (all of it).
+		mineCPU, rawCPU := map[string][]float64{}, []float64{}
 		for i := range repeat {
 			for _, bin := range binaries {
 				r, err := runUp(ctx, bin, upShape{iterations: evals, concurrency: inflight * 2 / 3, noop: true, light: true, generators: 1}, standin.Config{Slots: 64}, 0)
 				if err != nil {
 					return fmt.Errorf("no-op pipeline, %s, %d in flight, run %d: %w", bin, inflight, i+1, err)
 				}
-				log.Info("no-op run", "binary", bin, "in_flight", inflight, "evals_per_s", fmt.Sprintf("%.1f", r.rate))
+				cpu := float64(r.cpu.Microseconds()) / 1000 / float64(evals)
+				log.Info("no-op run", "binary", bin, "in_flight", inflight, "evals_per_s", fmt.Sprintf("%.1f", r.rate), "cpu_ms_per_eval", fmt.Sprintf("%.2f", cpu))
 				mine[bin] = append(mine[bin], r.rate)
+				mineCPU[bin] = append(mineCPU[bin], cpu)
 			}
-			rr, err := rawPipeline(ctx, evals, inflight, sizes)
+			rr, rcpu, err := rawPipelineCPU(ctx, evals, inflight, sizes)
 			if err != nil {
 				return fmt.Errorf("raw pipeline, %d in flight, run %d: %w", inflight, i+1, err)
 			}
-			log.Info("raw run", "in_flight", inflight, "evals_per_s", fmt.Sprintf("%.1f", rr))
+			rawMS := float64(rcpu.Microseconds()) / 1000 / float64(evals)
+			log.Info("raw run", "in_flight", inflight, "evals_per_s", fmt.Sprintf("%.1f", rr), "cpu_ms_per_eval", fmt.Sprintf("%.2f", rawMS))
 			raw = append(raw, rr)
+			rawCPU = append(rawCPU, rawMS)
 		}
 		for _, bin := range binaries {
-			fmt.Printf("| %s | %d | %s | %s | %.0f %% |\n", bin, inflight, joinf(mine[bin], "%.0f"), joinf(raw, "%.0f"), 100*quantile(mine[bin], 0.5)/quantile(raw, 0.5))
+			fmt.Printf("| %s | %d | %s | %s | %.0f %% | %.2f / %.2f |\n", bin, inflight, joinf(mine[bin], "%.0f"), joinf(raw, "%.0f"),
+				100*quantile(mine[bin], 0.5)/quantile(raw, 0.5), quantile(mineCPU[bin], 0.5), quantile(rawCPU, 0.5))
 		}
 	}
 	return nil

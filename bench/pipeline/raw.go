@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,6 +26,29 @@ import (
 // `shoal up`, the second over loopback TCP, like noopEvaluator. It returns evaluations per
 // second after the first tenth.
 func rawPipeline(ctx context.Context, n, inflight int, sizes [3]int) (float64, error) {
+	rate, _, err := rawPipelineCPU(ctx, n, inflight, sizes)
+	return rate, err
+}
+
+// rawPipelineCPU is rawPipeline with the CPU time this process spent on it (server, stages
+// and driver), from the server's start to its shutdown.
+func rawPipelineCPU(ctx context.Context, n, inflight int, sizes [3]int) (rate float64, cpu time.Duration, err error) {
+	before := processCPU()
+	defer func() { cpu = processCPU() - before }()
+	rate, err = rawRun(ctx, n, inflight, sizes)
+	return rate, cpu, err
+}
+
+// processCPU is the CPU time (user + system) of this process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func rawRun(ctx context.Context, n, inflight int, sizes [3]int) (float64, error) {
 	dir, err := os.MkdirTemp("", "shoal-bench-raw-")
 	if err != nil {
 		return 0, err
