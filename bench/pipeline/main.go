@@ -200,8 +200,9 @@ func benchNoop(ctx context.Context, log *slog.Logger, shoal, baseline string, ev
 	fmt.Println("|---|---|---|---|---|---|")
 	for _, inflight := range []int{3, 12, 48} {
 		mine, raw := map[string][]float64{}, []float64{}
-		// CPU milliseconds per evaluation: the `shoal up` process (its NATS server included,
-		// the no-op evaluator in this process not) and the raw pipeline (all of it).
+		// CPU milliseconds per evaluation in the steady state: the `shoal up` process (its NATS
+		// server included) with the no-op evaluator and the tap in this process, and the raw
+		// pipeline (all of it, in this process).
 		mineCPU, rawCPU := map[string][]float64{}, []float64{}
 		for i := range repeat {
 			for _, bin := range binaries {
@@ -209,16 +210,15 @@ func benchNoop(ctx context.Context, log *slog.Logger, shoal, baseline string, ev
 				if err != nil {
 					return fmt.Errorf("no-op pipeline, %s, %d in flight, run %d: %w", bin, inflight, i+1, err)
 				}
-				cpu := float64(r.cpu.Microseconds()) / 1000 / float64(evals)
+				cpu := r.cpuPerEval
 				log.Info("no-op run", "binary", bin, "in_flight", inflight, "evals_per_s", fmt.Sprintf("%.1f", r.rate), "cpu_ms_per_eval", fmt.Sprintf("%.2f", cpu))
 				mine[bin] = append(mine[bin], r.rate)
 				mineCPU[bin] = append(mineCPU[bin], cpu)
 			}
-			rr, rcpu, err := rawPipelineCPU(ctx, evals, inflight, sizes)
+			rr, rawMS, err := rawPipeline(ctx, evals, inflight, sizes)
 			if err != nil {
 				return fmt.Errorf("raw pipeline, %d in flight, run %d: %w", inflight, i+1, err)
 			}
-			rawMS := float64(rcpu.Microseconds()) / 1000 / float64(evals)
 			log.Info("raw run", "in_flight", inflight, "evals_per_s", fmt.Sprintf("%.1f", rr), "cpu_ms_per_eval", fmt.Sprintf("%.2f", rawMS))
 			raw = append(raw, rr)
 			rawCPU = append(rawCPU, rawMS)
