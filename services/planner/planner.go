@@ -539,7 +539,7 @@ type issued struct {
 // refill's tasks are recorded in the runs bucket in one write before any of them is
 // published (see pending), their samples are asked for in one request while that write is
 // made, and they are published together, each publish acknowledged by JetStream: three
-// round trips per refill, whatever its size, rather than per task.
+// round trips per refill whatever its size (two one after the other), rather than per task.
 func (s *Service) issue(ctx context.Context, spec *runs.Spec, pst *protocol.PlannerState, st *protocol.RunState, ctl *protocol.RunControl) error {
 	cfg := spec.Config
 	now := time.Now()
