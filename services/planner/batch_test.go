@@ -241,3 +241,22 @@ func TestRestartPublishesTheRecordedRefill(t *testing.T) {
 	b.startPlanner(t)
 	checkTasks(t, b.take(t, 12), 11)
 }
+
+// TestRestartPublishesARecordOfOneTask: a record written by a planner that recorded one task
+// at a time (last_model, no last_models) still has its task published again after a restart.
+func TestRestartPublishesARecordOfOneTask(t *testing.T) {
+	b := startBatchEnv(t, -1)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	if err := b.store.PutPlanner(ctx, &protocol.PlannerState{Meta: protocol.Meta{ID: batchRun, Run: batchRun}, Status: protocol.RunRunning,
+		Issued: 14, IssuedByModel: map[string]int64{"m": 14}, LastModel: "m", StartedAt: now, RunningSince: now}); err != nil {
+		t.Fatal(err)
+	}
+	b.state.Iterations, b.state.ByModel["m"] = 13, 13
+	if err := b.store.PutState(ctx, b.state); err != nil {
+		t.Fatal(err)
+	}
+	b.startPlanner(t)
+	// Task 14 again, then the 11 that keep 12 in flight.
+	checkTasks(t, b.take(t, 12), 14)
+}
