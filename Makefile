@@ -73,9 +73,12 @@ BASE_IMAGE ?= shoal/debian:bookworm
 PYTHON_BASE_IMAGE ?= shoal/debian-python:bookworm
 IMAGE_BIN := deploy/.cache/bin
 COMPOSE ?= docker compose
+# docker buildx, pinned: Debian's Docker CLI ships without it, and its legacy builder prints a
+# deprecation notice on every build.
+BUILDX_VERSION := v0.38.2
 COMPOSE_VERSION := $(shell sed -n 's|^\t*github.com/docker/compose/v5 \(v[^ ]*\).*|\1|p' deploy/compose/go.mod)
 
-images: ## build the nats, planner, generator, evaluator, archive and shoal images offline (debootstrap base, host-built binaries)
+images: buildx-plugin ## build the nats, planner, generator, evaluator, archive and shoal images offline (debootstrap base, host-built binaries)
 	deploy/base-images.sh $(BASE_IMAGE) $(PYTHON_BASE_IMAGE)
 	@mkdir -p $(IMAGE_BIN)
 	@for s in planner evaluator archive; do \
@@ -90,6 +93,13 @@ images: ## build the nats, planner, generator, evaluator, archive and shoal imag
 		echo "== image shoal/$$i:$(IMAGE_TAG)"; \
 		docker build -q -f deploy/$$i/Dockerfile --build-arg GO_IMAGE=shoal/build:local \
 			--build-arg BASE_IMAGE=$$base -t shoal/$$i:$(IMAGE_TAG) . >/dev/null || exit 1; done
+
+buildx-plugin: ## provide `docker buildx` (BuildKit, built from the Go module proxy) where the Docker CLI has none, so image builds skip the deprecated legacy builder
+	@if docker buildx version >/dev/null 2>&1; then docker buildx version; else \
+		mkdir -p $(HOME)/.docker/cli-plugins $(BIN)/buildx && \
+		GOWORK=off GOBIN=$(CURDIR)/$(BIN)/buildx go install -trimpath -ldflags "-X github.com/docker/buildx/version.Version=$(BUILDX_VERSION)" \
+			github.com/docker/buildx/cmd/buildx@$(BUILDX_VERSION) && \
+		mv $(BIN)/buildx/buildx $(HOME)/.docker/cli-plugins/docker-buildx && docker buildx version; fi
 
 compose-plugin: ## provide `docker compose` (Compose v2, built from the Go module proxy) where only docker-compose 1.x is installed
 	@if docker compose version >/dev/null 2>&1; then docker compose version; else \
@@ -125,10 +135,16 @@ helm-check: helm ## helm lint the chart, then helm template it under several val
 		--set externalNats.monitoringEndpoint=nats:8222
 	cd deploy/helm/check && GOWORK=off HELM=$(abspath $(BIN)/helm) go test -count=1 -v ./...
 
+screenshots: ## (re)generate the web UI's screenshots in docs/screenshots: a short `shoal up --ui` run in headless Chromium (apt-get install -y chromium)
+	@command -v chromium || command -v chromium-browser || command -v google-chrome || \
+		{ echo "no chromium binary: apt-get install -y chromium" >&2; exit 1; }
+	@mkdir -p docs/screenshots
+	cd cmd/shoal && SHOAL_SCREENSHOTS=$(CURDIR)/docs/screenshots go test -count=1 -run '^TestBrowserShowsALiveRun$$' -v .
+
 tidy: ## go mod tidy in every module
 	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
 
 clean: ## remove build output and local run state
 	rm -rf $(BIN) out .shoal
 
-.PHONY: help build run test lint bench bench-pipeline bench-search bench-search-model chaos images compose-plugin credentials up down e2e-compose helm helm-check tidy clean
+.PHONY: help build run test lint bench bench-pipeline bench-search bench-search-model chaos images compose-plugin credentials up down e2e-compose helm helm-check screenshots tidy clean

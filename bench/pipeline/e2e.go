@@ -73,10 +73,15 @@ type e2eResult struct {
 	budget []hops
 	best   string
 	sizes  [3]int
+	msgs   []kindCount   // messages per candidate by kind (full tap only)
 	busy   standin.Stats // the model server's, from the first task to the end
 	// cpu is the CPU time (user and system) of the `shoal up` process over the whole run:
 	// on a shared machine a steadier measure of its own cost than its rate.
 	cpu time.Duration
+	// cpuPerEval is the CPU milliseconds (user + system) of the `shoal up` process, its
+	// NATS server included, and of this process (the no-op evaluator and the tap), per
+	// result in the steady state (as busy).
+	cpuPerEval float64
 }
 
 // upShape is how a measured `shoal up` is put together.
@@ -183,18 +188,27 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 	}
 	// The model's busy fraction is read over the steady state: from the first tenth of the
 	// results to nine tenths, leaving out the start and the drain at the end.
+	// So is the CPU time per result of the `shoal up` process and of this one (the no-op
+	// evaluator, when there is one, and the tap).
 	busy := make(chan standin.Stats, 1)
+	steadyCPU := make(chan float64, 1)
 	go func() {
 		skip, end := max(iterations/10, 5), iterations*9/10
 		reset := false
+		var cpu0 time.Duration
+		var n0 int
 		for svcCtx.Err() == nil {
 			n := t.resultCount()
 			if !reset && n >= skip {
 				m.Reset()
+				cpu0, n0 = procCPU(cmd.Process.Pid)+processCPU(), n
 				reset = true
 			}
 			if n >= end {
 				busy <- m.Stats()
+				if cpu1 := procCPU(cmd.Process.Pid) + processCPU(); cpu1 > 0 && cpu0 > 0 && n > n0 {
+					steadyCPU <- float64((cpu1 - cpu0).Microseconds()) / 1000 / float64(n-n0)
+				}
 				return
 			}
 			time.Sleep(2 * time.Millisecond)
@@ -203,12 +217,17 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 	if err := <-exited; err != nil {
 		return nil, fmt.Errorf("shoal up: %w\n%s", err, tail(out.String(), 2000))
 	}
-	r := &e2eResult{wall: time.Since(start), rate: t.rate(max(iterations/10, 5)), budget: t.budget(evaluate), sizes: t.sizes()}
+	r := &e2eResult{wall: time.Since(start), rate: t.rate(max(iterations/10, 5)), budget: t.budget(evaluate), sizes: t.sizes(), msgs: t.perCandidate()}
 	if ps := cmd.ProcessState; ps != nil {
 		r.cpu = ps.UserTime() + ps.SystemTime()
 	}
+
 	select {
 	case r.busy = <-busy:
+	default:
+	}
+	select {
+	case r.cpuPerEval = <-steadyCPU:
 	default:
 	}
 	if i := strings.LastIndex(out.String(), "best score"); i >= 0 {
@@ -313,4 +332,29 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "…" + s[len(s)-n:]
+}
+
+// procCPU is the CPU time (user + system) process pid has used so far, from /proc; 0 when it
+// cannot be read.
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; the fields after it are plain.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	const ticks = 100 // USER_HZ, 100 on every Linux architecture Go builds for
+	return time.Duration(utime+stime) * time.Second / ticks
 }

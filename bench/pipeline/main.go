@@ -10,9 +10,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -47,7 +49,7 @@ func bench(ctx context.Context, log *slog.Logger, shoal, baseline string, evals,
 	for _, s := range only {
 		switch s {
 		case "a":
-			if err := benchNoop(ctx, log, shoal, evals, repeat); err != nil {
+			if err := benchNoop(ctx, log, shoal, baseline, evals, repeat); err != nil {
 				return err
 			}
 		case "c":
@@ -139,33 +141,96 @@ func joinf(xs []float64, format string) string {
 }
 
 // benchNoop is figure (a): shoal with a model and an evaluator that cost nothing (the
-// zero-latency stand-in, noopEvaluator) against the raw JetStream pipeline of the same shape.
-func benchNoop(ctx context.Context, log *slog.Logger, shoal string, evals, repeat int) error {
-	fmt.Printf("\n### (a) No-op model and evaluator: shoal against raw JetStream of the same shape, %d evaluations\n\n", evals)
-	fmt.Println("| tasks in flight | shoal evaluations/s (each run) | raw JetStream evaluations/s (each run) | shoal / raw (medians) |")
-	fmt.Println("|---|---|---|---|")
-	// A short run with the full tap learns the sizes of shoal's bodies for the raw pipeline.
-	probe, err := runUp(ctx, shoal, upShape{iterations: 100, concurrency: 2, noop: true, generators: 1}, standin.Config{Slots: 64}, 0)
-	if err != nil {
-		return fmt.Errorf("no-op pipeline, sizes: %w", err)
+// zero-latency stand-in, noopEvaluator) against the raw JetStream pipeline of the same shape,
+// and what each candidate costs in messages on the bus. With a baseline binary, each repeat
+// runs both binaries and the raw pipeline in turn.
+func benchNoop(ctx context.Context, log *slog.Logger, shoal, baseline string, evals, repeat int) error {
+	binaries := []string{shoal}
+	if baseline != "" {
+		binaries = append(binaries, baseline)
 	}
-	sizes := probe.sizes
-	log.Info("body sizes", "task", sizes[0], "candidate", sizes[1], "result", sizes[2], "hops", describe(probe.budget))
-	for _, inflight := range []int{3, 12, 48} {
-		var mine, raw []float64
-		for i := range repeat {
-			r, err := runUp(ctx, shoal, upShape{iterations: evals, concurrency: inflight * 2 / 3, noop: true, light: true, generators: 1}, standin.Config{Slots: 64}, 0)
+	// Short runs with the full tap learn the sizes of shoal's bodies for the raw pipeline and
+	// count every message on the bus per candidate, at a low and a high number in flight.
+	var sizes [3]int
+	counts := map[string]map[string]kindCount{} // column → kind → messages per candidate
+	var columns []string
+	kinds := map[string]bool{}
+	for _, inflight := range []int{3, 48} {
+		for _, bin := range binaries {
+			probe, err := runUp(ctx, bin, upShape{iterations: 300, concurrency: inflight * 2 / 3, noop: true, generators: 1}, standin.Config{Slots: 64}, 0)
 			if err != nil {
-				return fmt.Errorf("no-op pipeline, %d in flight, run %d: %w", inflight, i+1, err)
+				return fmt.Errorf("no-op pipeline, probe: %w", err)
 			}
-			rr, err := rawPipeline(ctx, evals, inflight, sizes)
+			if bin == shoal && inflight == 3 {
+				sizes = probe.sizes
+			}
+			col := fmt.Sprintf("%s, %d in flight", bin, inflight)
+			columns = append(columns, col)
+			counts[col] = map[string]kindCount{}
+			for _, kc := range probe.msgs {
+				counts[col][kc.kind] = kc
+				kinds[kc.kind] = true
+			}
+			log.Info("probe", "binary", bin, "in_flight", inflight, "hops", describe(probe.budget))
+		}
+	}
+	log.Info("body sizes", "task", sizes[0], "candidate", sizes[1], "result", sizes[2])
+	fmt.Printf("\n### (a) Messages on the bus per candidate, no-op pipeline, 300 evaluations (the tap's own left out)\n\n")
+	head, rule := "| message |", "|---|"
+	for _, col := range columns {
+		head += " " + col + " |"
+		rule += "---|"
+	}
+	fmt.Println(head)
+	fmt.Println(rule)
+	total := map[string]float64{}
+	for _, k := range slices.Sorted(maps.Keys(kinds)) {
+		row := "| " + k + " |"
+		for _, col := range columns {
+			kc := counts[col][k]
+			row += fmt.Sprintf(" %.2f (%.0f B) |", kc.per, kc.size)
+			total[col] += kc.per
+		}
+		fmt.Println(row)
+	}
+	row := "| **all** |"
+	for _, col := range columns {
+		row += fmt.Sprintf(" **%.1f** |", total[col])
+	}
+	fmt.Println(row)
+
+	fmt.Printf("\n### (a) No-op model and evaluator: shoal against raw JetStream of the same shape, %d evaluations\n\n", evals)
+	fmt.Println("| binary | tasks in flight | shoal evaluations/s (each run) | raw JetStream evaluations/s (each run) | shoal / raw (medians) | CPU ms per evaluation, shoal / raw (medians) |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, inflight := range []int{3, 12, 48} {
+		mine, raw := map[string][]float64{}, []float64{}
+		// CPU milliseconds per evaluation in the steady state: the `shoal up` process (its NATS
+		// server included) with the no-op evaluator and the tap in this process, and the raw
+		// pipeline (all of it, in this process).
+		mineCPU, rawCPU := map[string][]float64{}, []float64{}
+		for i := range repeat {
+			for _, bin := range binaries {
+				r, err := runUp(ctx, bin, upShape{iterations: evals, concurrency: inflight * 2 / 3, noop: true, light: true, generators: 1}, standin.Config{Slots: 64}, 0)
+				if err != nil {
+					return fmt.Errorf("no-op pipeline, %s, %d in flight, run %d: %w", bin, inflight, i+1, err)
+				}
+				cpu := r.cpuPerEval
+				log.Info("no-op run", "binary", bin, "in_flight", inflight, "evals_per_s", fmt.Sprintf("%.1f", r.rate), "cpu_ms_per_eval", fmt.Sprintf("%.2f", cpu))
+				mine[bin] = append(mine[bin], r.rate)
+				mineCPU[bin] = append(mineCPU[bin], cpu)
+			}
+			rr, rawMS, err := rawPipeline(ctx, evals, inflight, sizes)
 			if err != nil {
 				return fmt.Errorf("raw pipeline, %d in flight, run %d: %w", inflight, i+1, err)
 			}
-			log.Info("no-op run", "in_flight", inflight, "shoal", fmt.Sprintf("%.1f", r.rate), "raw", fmt.Sprintf("%.1f", rr))
-			mine, raw = append(mine, r.rate), append(raw, rr)
+			log.Info("raw run", "in_flight", inflight, "evals_per_s", fmt.Sprintf("%.1f", rr), "cpu_ms_per_eval", fmt.Sprintf("%.2f", rawMS))
+			raw = append(raw, rr)
+			rawCPU = append(rawCPU, rawMS)
 		}
-		fmt.Printf("| %d | %s | %s | %.0f %% |\n", inflight, joinf(mine, "%.0f"), joinf(raw, "%.0f"), 100*quantile(mine, 0.5)/quantile(raw, 0.5))
+		for _, bin := range binaries {
+			fmt.Printf("| %s | %d | %s | %s | %.0f %% | %.2f / %.2f |\n", bin, inflight, joinf(mine[bin], "%.0f"), joinf(raw, "%.0f"),
+				100*quantile(mine[bin], 0.5)/quantile(raw, 0.5), quantile(mineCPU[bin], 0.5), quantile(rawCPU, 0.5))
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,25 +25,40 @@ import (
 // do: the driver and the first stage in-process, like the planner, archive and generator of
 // `shoal up`, the second over loopback TCP, like noopEvaluator. It returns evaluations per
 // second after the first tenth.
-func rawPipeline(ctx context.Context, n, inflight int, sizes [3]int) (float64, error) {
+// It also returns the CPU milliseconds this process spent per evaluation (server, stages
+// and driver) over the same results.
+func rawPipeline(ctx context.Context, n, inflight int, sizes [3]int) (rate, cpuPerEval float64, err error) {
+	return rawRun(ctx, n, inflight, sizes)
+}
+
+// processCPU is the CPU time (user + system) of this process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func rawRun(ctx context.Context, n, inflight int, sizes [3]int) (float64, float64, error) {
 	dir, err := os.MkdirTemp("", "shoal-bench-raw-")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer os.RemoveAll(dir)
 	srv, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: filepath.Join(dir, "jetstream"), MaxPayload: 8 << 20})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer srv.Shutdown()
 	nc, err := srv.Connect("raw")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for _, sc := range []jetstream.StreamConfig{
 		{Name: "RAW_TASKS", Subjects: []string{"raw.task.>"}, Retention: jetstream.WorkQueuePolicy, Duplicates: 2 * time.Minute},
@@ -50,7 +66,7 @@ func rawPipeline(ctx context.Context, n, inflight int, sizes [3]int) (float64, e
 		{Name: "RAW_RESULTS", Subjects: []string{"raw.result.>"}, Duplicates: 2 * time.Minute},
 	} {
 		if _, err := js.CreateStream(ctx, sc); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	body := func(size int) []byte { return []byte(strings.Repeat("x", max(size, 1))) }
@@ -89,12 +105,12 @@ func rawPipeline(ctx context.Context, n, inflight int, sizes [3]int) (float64, e
 	}
 	gen, err := stage("RAW_TASKS", "raw.candidate.", cand, false)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer gen.Stop()
 	eval, err := stage("RAW_CANDIDATES", "raw.result.", result, true)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer eval.Stop()
 
@@ -110,30 +126,32 @@ func rawPipeline(ctx context.Context, n, inflight int, sizes [3]int) (float64, e
 	}
 	results, err := js.OrderedConsumer(ctx, "RAW_RESULTS", jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	it, err := results.Messages()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer it.Stop()
 	for range inflight {
 		if err := publishTask(); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	skip := n / 10
 	var first time.Time
+	var cpu0 time.Duration
 	for got := 1; got <= n; got++ {
 		if _, err := it.Next(); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if got == skip+1 {
-			first = time.Now()
+			first, cpu0 = time.Now(), processCPU()
 		}
 		if err := publishTask(); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
-	return float64(n-skip-1) / time.Since(first).Seconds(), nil
+	cpu := float64((processCPU() - cpu0).Microseconds()) / 1000 / float64(n-skip-1)
+	return float64(n-skip-1) / time.Since(first).Seconds(), cpu, nil
 }

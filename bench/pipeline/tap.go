@@ -28,6 +28,10 @@ type tap struct {
 	taskAt  []time.Time // every task publish, in order
 	// bytes sums the bodies seen of tasks, candidates and results.
 	bytes [3]int
+	// msgs counts every message on the bus while the run lasts, by kind (see msgKind): what
+	// a candidate costs in round trips, service by service.
+	msgs      map[string]int
+	msgsBytes map[string]int
 
 	subs  []*nats.Subscription
 	watch jetstream.KeyWatcher
@@ -41,7 +45,7 @@ type seen[T any] struct {
 // A light tap (full false) only notes when each result was published, so that measuring
 // costs the machine next to nothing: no decoding, no budget.
 func startTap(ctx context.Context, nc *nats.Conn, names protocol.Names, run string, full bool) (*tap, error) {
-	t := &tap{tasks: map[string]time.Time{}, cands: map[string]seen[protocol.Candidate]{}}
+	t := &tap{tasks: map[string]time.Time{}, cands: map[string]seen[protocol.Candidate]{}, msgs: map[string]int{}, msgsBytes: map[string]int{}}
 	sub := func(subject string, f func(time.Time, []byte)) error {
 		s, err := nc.Subscribe(subject, func(m *nats.Msg) { f(time.Now(), m.Data) })
 		if err == nil {
@@ -58,19 +62,32 @@ func startTap(ctx context.Context, nc *nats.Conn, names protocol.Names, run stri
 		})
 		return t, err
 	}
-	err := sub(names.Prefix+".task."+run+".>", func(at time.Time, data []byte) {
-		var task protocol.Task
-		if protocol.Decode(data, &task) != nil {
-			return
-		}
+	// Every message of the account, requests, replies, acks and deliveries included (the
+	// admin may subscribe to ">"), counted by kind. Only the full tap counts: it costs the
+	// server a copy of every message.
+	all, err := nc.Subscribe(">", func(m *nats.Msg) {
+		k := msgKind(names, m.Subject, m.Reply)
 		t.mu.Lock()
-		defer t.mu.Unlock()
-		t.bytes[0] += len(data)
-		if _, dup := t.tasks[task.ID]; !dup {
-			t.tasks[task.ID] = at
-			t.taskAt = append(t.taskAt, at)
-		}
+		t.msgs[k]++
+		t.msgsBytes[k] += len(m.Data)
+		t.mu.Unlock()
 	})
+	if err == nil {
+		t.subs = append(t.subs, all)
+		err = sub(names.Prefix+".task."+run+".>", func(at time.Time, data []byte) {
+			var task protocol.Task
+			if protocol.Decode(data, &task) != nil {
+				return
+			}
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.bytes[0] += len(data)
+			if _, dup := t.tasks[task.ID]; !dup {
+				t.tasks[task.ID] = at
+				t.taskAt = append(t.taskAt, at)
+			}
+		})
+	}
 	if err == nil {
 		err = sub(names.Candidate(run), func(at time.Time, data []byte) {
 			var c protocol.Candidate
@@ -262,4 +279,82 @@ func quantile(xs []float64, q float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[min(int(q*float64(len(s))), len(s)-1)]
+}
+
+// msgKind names what a message on the bus is from its subject and reply subject: a message
+// JetStream delivers to a consumer (its reply is the ack subject; by stream and consumer,
+// "watch" for a key-value watch or an ordered consumer), a publish to a stream, a key-value
+// write (by key, the run left out), a pull request or an ack (by consumer), a sample request,
+// or a reply (pub acks, sample replies, acks of acks) by the role whose inbox gets it.
+func msgKind(names protocol.Names, subject, reply string) string {
+	tok := strings.Split(subject, ".")
+	if rt := strings.Split(reply, "."); strings.HasPrefix(reply, "$JS.ACK.") && len(rt) >= 4 {
+		consumer := rt[3]
+		if !slices.Contains([]string{"generator", "evaluator", "archive-seeds"}, consumer) {
+			consumer = "watch"
+		}
+		what := "message"
+		if strings.HasPrefix(subject, "$KV.") && len(tok) >= 4 {
+			what = "<run>." + strings.Join(tok[3:], ".")
+		}
+		return fmt.Sprintf("delivered: %s %s to %s", rt[2], what, consumer)
+	}
+	switch {
+	case strings.HasPrefix(subject, "$JS.EVENT."):
+		return "JetStream advisory"
+	case strings.HasPrefix(subject, "$JS.API.CONSUMER.MSG.NEXT.") && len(tok) >= 7:
+		return "pull request, consumer " + tok[6]
+	case strings.HasPrefix(subject, "$JS.API."):
+		return "JetStream API " + strings.Join(tok[2:min(len(tok), 4)], ".")
+	case strings.HasPrefix(subject, "$JS.ACK.") && len(tok) >= 4:
+		return "ack, consumer " + tok[3]
+	case strings.HasPrefix(subject, "$KV.") && len(tok) >= 3:
+		return "KV write " + tok[1] + " <run>." + strings.Join(tok[3:], ".")
+	case strings.HasPrefix(subject, "$O."):
+		return "object store " + tok[1]
+	case strings.HasPrefix(subject, "_INBOX.") && len(tok) >= 3 && slices.Contains([]string{"planner", "generator", "evaluator", "archive", "seeder"}, tok[1]):
+		return "reply to " + tok[1]
+	case strings.HasPrefix(subject, "_INBOX."):
+		return "reply to another inbox"
+	case strings.HasPrefix(subject, names.Prefix+".") && len(tok) >= 2:
+		if strings.HasSuffix(subject, ".sample") {
+			return "sample request"
+		}
+		return "publish " + tok[strings.Count(names.Prefix, ".")+1]
+	}
+	return subject
+}
+
+// tapWatch is the kind of the tap's own deliveries of the run state, which perCandidate
+// leaves out.
+const tapWatch = "delivered: KV_shoal-runs <run>.state to watch"
+
+// perCandidate is the message counts of the run divided by its results, most first.
+func (t *tap) perCandidate() []kindCount {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := float64(max(len(t.results), 1))
+	var out []kindCount
+	for k, c := range t.msgs {
+		if k == tapWatch {
+			c -= len(t.states) // the tap's own watch
+		}
+		out = append(out, kindCount{k, float64(c) / n, float64(t.msgsBytes[k]) / float64(max(t.msgs[k], 1))})
+	}
+	slices.SortFunc(out, func(a, b kindCount) int {
+		if a.per != b.per {
+			if a.per > b.per {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.kind, b.kind)
+	})
+	return out
+}
+
+type kindCount struct {
+	kind string
+	per  float64 // messages per candidate
+	size float64 // mean body, bytes
 }

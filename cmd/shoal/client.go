@@ -36,28 +36,13 @@ func dialSeeder(cmd *cobra.Command) (*client, error) { return dialAs(cmd, natsau
 
 // dialAs connects as role, with the credentials clientAuth finds.
 func dialAs(cmd *cobra.Command, role natsauth.Role) (*client, error) {
-	url, _ := cmd.Flags().GetString("nats-url")
-	if url == "" {
-		url = defaultURL
-	}
-	prefix, _ := cmd.Flags().GetString("prefix")
-	auth, err := clientAuth(cmd, role)
-	if err != nil {
-		return nil, err
-	}
-	opts, err := auth.Options()
+	nc, auth, err := connectAs(cmd, role, "shoal-cli")
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 	defer cancel()
-	nc, err := natsx.Connect(ctx, url, "shoal-cli", slog.New(slog.DiscardHandler), opts...)
-	if errors.Is(err, nats.ErrAuthorization) {
-		return nil, fmt.Errorf("%w: %s", err, authHint(cmd))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w (is `shoal up` running? set --nats-url)", err)
-	}
+	prefix, _ := cmd.Flags().GetString("prefix")
 	names := protocol.NewNames(prefix)
 	if auth.User == string(natsauth.Admin) || !auth.HasCredentials() {
 		js, err := jetstream.New(nc)
@@ -75,6 +60,33 @@ func dialAs(cmd *cobra.Command, role natsauth.Role) (*client, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// connectAs connects to --nats-url as role with the credentials clientAuth finds, and
+// returns them too.
+func connectAs(cmd *cobra.Command, role natsauth.Role, name string) (*nats.Conn, natsx.Auth, error) {
+	url, _ := cmd.Flags().GetString("nats-url")
+	if url == "" {
+		url = defaultURL
+	}
+	auth, err := clientAuth(cmd, role)
+	if err != nil {
+		return nil, auth, err
+	}
+	opts, err := auth.Options()
+	if err != nil {
+		return nil, auth, err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+	defer cancel()
+	nc, err := natsx.Connect(ctx, url, name, slog.New(slog.DiscardHandler), opts...)
+	if errors.Is(err, nats.ErrAuthorization) {
+		return nil, auth, fmt.Errorf("%w: %s", err, authHint(cmd))
+	}
+	if err != nil {
+		return nil, auth, fmt.Errorf("%w (is `shoal up` running? set --nats-url)", err)
+	}
+	return nc, auth, nil
 }
 
 // newClient opens the client's view of a deployment whose streams and buckets exist.

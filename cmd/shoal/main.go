@@ -36,7 +36,7 @@ func rootCmd() *cobra.Command {
 	root.PersistentFlags().String("nats-url", envOr("SHOAL_NATS_URL", ""), "NATS server URL (env SHOAL_NATS_URL); when empty, up embeds a server and the other commands use nats://127.0.0.1:4222")
 	root.PersistentFlags().String("prefix", envOr("SHOAL_PREFIX", "shoal"), "subject prefix (env SHOAL_PREFIX)")
 	addAuthFlags(root)
-	root.AddCommand(upCmd(), seedCmd(), watchCmd(), statusCmd(), bestCmd(), leasesCmd(), gpusCmd(), runCmd(), deadCmd(), natsConfigCmd(), provisionCmd(), credentialsCmd())
+	root.AddCommand(upCmd(), seedCmd(), watchCmd(), statusCmd(), bestCmd(), leasesCmd(), gpusCmd(), runCmd(), deadCmd(), natsConfigCmd(), provisionCmd(), credentialsCmd(), uiCmd())
 	return root
 }
 

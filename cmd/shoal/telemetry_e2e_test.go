@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -107,6 +108,11 @@ evaluator:
 		}
 		wantPath := []string{"plan task", "send shoal.task", "process " + s.env.Names.TasksStream(), "send shoal.candidate",
 			"process " + s.env.Names.CandidatesStream(), "send shoal.result", "fold"}
+		if len(path) > 1 && path[1] != "send shoal.task" {
+			// A batch of tasks is published at once, each with its own root's traceparent and
+			// no publish span of its own; a task published alone has one.
+			wantPath = slices.Delete(wantPath, 1, 2)
+		}
 		if strings.Join(path, " > ") != strings.Join(wantPath, " > ") {
 			t.Errorf("candidate %s: path from the root %v, want %v", r.Candidate.ID, path, wantPath)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoal-run/shoal/cmd/shoal/internal/ui"
 	"github.com/shoal-run/shoal/examples"
 	"github.com/shoal-run/shoal/pkg/daemon"
 	"github.com/shoal-run/shoal/pkg/natsauth"
@@ -46,6 +47,7 @@ type upOptions struct {
 	evalConcurrency            int
 	profiles                   string // the generator's launch profiles file
 	example                    string // an embedded example to evolve (examples.Names)
+	ui                         uiFlags
 	// replicaID names a planner or archive replica; empty takes the service's default
 	// (<service>-<host>-<pid>). Tests that run two replicas in one process set it.
 	replicaID string
@@ -110,6 +112,7 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.StringVar(&o.metricsAddr, "metrics-addr", os.Getenv("SHOAL_METRICS_ADDR"), "serve Prometheus metrics of all the services on this address at /metrics, e.g. :9464 (env SHOAL_METRICS_ADDR); traces follow OTEL_TRACES_EXPORTER")
 	f.StringVar(&o.pprof, "pprof", os.Getenv("SHOAL_PPROF"), "serve Go's profiles (CPU, blocking, mutex) on this address, e.g. 127.0.0.1:6060 (env SHOAL_PPROF)")
 	f.StringVar(&o.profiles, "profiles", os.Getenv("SHOAL_PROFILES"), "YAML file of the model-server profiles the generator may launch; run configs name one (env SHOAL_PROFILES)")
+	o.ui.add(cmd, "ui", os.Getenv("SHOAL_UI"), "also serve the read-only web UI on this address, e.g. 127.0.0.1:8080 (env SHOAL_UI); logs in as the seeder")
 	return cmd
 }
 
@@ -194,8 +197,36 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 			return err
 		}
 	}
+	// The web UI logs in as the seeder, as `shoal ui` does, and is built with the services:
+	// its address is taken before anything runs.
+	var webUI *ui.Server
+	var uiAuth natsx.Auth
+	if o.ui.addr != "" {
+		nc, err := connect(natsauth.Seeder)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, nc)
+		if uiAuth, err = clientAuth(cmd, natsauth.Seeder); err != nil {
+			return err
+		}
+		if webUI, err = newUI(names, o.ui, uiAuth, nc, fileLog); err != nil {
+			return err
+		}
+		// A UI that fails says so and stops; the run goes on without it.
+		svcs["ui"] = func(ctx context.Context) error {
+			if err := webUI.Run(ctx); err != nil && ctx.Err() == nil {
+				fileLog.Error("web UI stopped", "err", err)
+				fmt.Fprintf(w, "\nwarning: the web UI stopped: %v\n", err)
+			}
+			return nil
+		}
+	}
 	g := startServices(ctx, svcs, fileLog)
 	fmt.Fprintf(w, "shoal %s: services %s up on %s; logs in %s\n", version, strings.Join(services, ","), url, logPath)
+	if webUI != nil {
+		announceUI(w, webUI, uiAuth, cmd)
+	}
 
 	if o.noSeed {
 		<-g.ctx.Done()

@@ -130,6 +130,11 @@ func Permissions(r Role, n protocol.Names) *server.Permissions {
 		// Status: runs, their best programs, dead letters.
 		p.readKV(runs)
 		p.readStream(n.DeadStream())
+		// The web UI (`shoal ui`) logs in as the seeder and reads, never writes: the
+		// results it aggregates and the GPU lease map with the hosts' inventories and the
+		// live generators.
+		p.readStream(n.ResultsStream())
+		p.readKV(leases, inventory, generators)
 	}
 	return p.permissions()
 }

@@ -476,3 +476,48 @@ func TestReconcileUpdatesOnlyWhatDiffers(t *testing.T) {
 		t.Errorf("%s max age %v after Reconcile, want %v", events.Name, got, events.MaxAge)
 	}
 }
+
+// TestPublishAllStoresEachOnceAndDeduplicates: a batch of publishes is stored in full by the
+// time PublishAll returns, and a batch that repeats ids of an earlier one (a restarted
+// planner publishing its recorded refill again) stores only the new ones.
+func TestPublishAllStoresEachOnceAndDeduplicates(t *testing.T) {
+	env := natstest.StartTestEnv(t)
+	ctx := testContext(t)
+	batch := func(from, to int) []natsx.Outgoing {
+		var out []natsx.Outgoing
+		for i := from; i <= to; i++ {
+			id := fmt.Sprintf("r.c.r1.t%d", i)
+			out = append(out, natsx.Outgoing{Subject: env.Names.Result("r1"), ID: id, Body: &protocol.Result{Meta: protocol.Meta{ID: id, Run: "r1"}, Score: float64(i)}})
+		}
+		return out
+	}
+	if err := natsx.PublishAll(ctx, env.JS, batch(1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if got := streamMsgs(t, env.JS, env.Names.ResultsStream()); got != 10 {
+		t.Fatalf("%s holds %d messages after a batch of 10, want 10", env.Names.ResultsStream(), got)
+	}
+	if err := natsx.PublishAll(ctx, env.JS, batch(6, 15)); err != nil {
+		t.Fatal(err)
+	}
+	if got := streamMsgs(t, env.JS, env.Names.ResultsStream()); got != 15 {
+		t.Fatalf("%s holds %d messages after batches 1-10 and 6-15, want 15", env.Names.ResultsStream(), got)
+	}
+}
+
+// TestPublishAllEncodesEveryBodyFirst: a batch with a body over protocol.MaxBodyBytes is
+// refused whole, before any of it is published.
+func TestPublishAllEncodesEveryBodyFirst(t *testing.T) {
+	env := natstest.StartTestEnv(t)
+	ctx := testContext(t)
+	msgs := []natsx.Outgoing{
+		{Subject: env.Names.Seed("r1"), ID: "s1", Body: &protocol.Seed{Meta: protocol.Meta{ID: "s1", Run: "r1"}, Program: "x = 1\n"}},
+		{Subject: env.Names.Seed("r1"), ID: "s2", Body: &protocol.Seed{Meta: protocol.Meta{ID: "s2", Run: "r1"}, Program: strings.Repeat("x", protocol.MaxBodyBytes)}},
+	}
+	if err := natsx.PublishAll(ctx, env.JS, msgs); !errors.Is(err, protocol.ErrTooLarge) {
+		t.Fatalf("PublishAll with a body over the limit = %v, want ErrTooLarge", err)
+	}
+	if got := streamMsgs(t, env.JS, env.Names.SeedsStream()); got != 0 {
+		t.Errorf("%s holds %d messages, want 0", env.Names.SeedsStream(), got)
+	}
+}

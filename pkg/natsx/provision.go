@@ -229,6 +229,76 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject, id string, m 
 	return nil, fmt.Errorf("publish %s id %s: %w", subject, id, lastErr)
 }
 
+// Outgoing is one message of PublishAll: its subject, its id (Nats-Msg-Id), its body, and
+// headers of its own, such as the trace context of the span it continues (telemetry.Inject).
+type Outgoing struct {
+	Subject, ID string
+	Body        protocol.Message
+	Header      nats.Header
+}
+
+// AckWait is how long PublishAll waits for JetStream's acks of its publishes before it
+// publishes the ones still unacknowledged again.
+const AckWait = 5 * time.Second
+
+// PublishAll publishes msgs at once, each with its id as Nats-Msg-Id, and returns when
+// JetStream has acknowledged every one: the publishes share one round trip instead of
+// taking one each, and none is left unacknowledged. A publish refused or not acknowledged
+// within AckWait is made again with Publish, which retries while the server is unavailable;
+// the id makes the copy of one that got through a no-op.
+func PublishAll(ctx context.Context, js jetstream.JetStream, msgs []Outgoing) error {
+	if len(msgs) == 1 {
+		_, err := Publish(telemetry.Extract(ctx, msgs[0].Header), js, msgs[0].Subject, msgs[0].ID, msgs[0].Body)
+		return err
+	}
+	data := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		var err error
+		if data[i], err = protocol.Encode(m.Body); err != nil {
+			return err
+		}
+	}
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		msg := &nats.Msg{Subject: m.Subject, Data: data[i], Header: m.Header}
+		if f, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(m.ID)); err == nil {
+			futures[i] = f
+		}
+	}
+	late := time.NewTimer(AckWait)
+	defer late.Stop()
+	timedOut := false
+	for i, f := range futures {
+		acked := false
+		if f != nil {
+			if !timedOut {
+				select {
+				case <-f.Ok():
+					acked = true
+				case <-f.Err():
+				case <-late.C:
+					timedOut = true
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			if timedOut {
+				select {
+				case <-f.Ok():
+					acked = true
+				default:
+				}
+			}
+		}
+		if !acked {
+			if _, err := Publish(telemetry.Extract(ctx, msgs[i].Header), js, msgs[i].Subject, msgs[i].ID, msgs[i].Body); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // subjectKind is a subject's prefix and kind ("shoal.task"): a span name of few values, where
 // the whole subject (run and model in it) is an attribute.
 func subjectKind(subject string) string {

@@ -184,6 +184,24 @@ type SampleRequest struct {
 	Island          int   `json:"island"`
 	NumInspirations int   `json:"num_inspirations"`
 	Seed            int64 `json:"seed"`
+	// More asks, in the same request, for the samples of the refill's further tasks: one
+	// round trip to the archive per refill rather than per task. SampleReply.More answers
+	// them in order, possibly fewer of them (see there).
+	More []SampleWant `json:"more,omitempty"`
+}
+
+// SampleWant is one more sample of a SampleRequest: an island and the task's seed.
+type SampleWant struct {
+	Island int   `json:"island"`
+	Seed   int64 `json:"seed"`
+}
+
+// Sample is a parent and inspirations for one task, as SampleReply.More carries them.
+type Sample struct {
+	Parent       Program   `json:"parent"`
+	Inspirations []Program `json:"inspirations,omitempty"`
+	Top          []Program `json:"top,omitempty"`
+	Previous     []Program `json:"previous,omitempty"`
 }
 
 // SampleReply answers a SampleRequest; Error is set when the run has no program yet or is
@@ -197,6 +215,20 @@ type SampleReply struct {
 	// with their Status and Reason, so a prompt can show what was tried and how it ended.
 	Previous []Program `json:"previous,omitempty"`
 	Error    string    `json:"error,omitempty"`
+	// More answers SampleRequest.More, in order. It may hold fewer than were asked for (an
+	// archive of an older build answers none, and a reply is kept under MaxBodyBytes): the
+	// planner asks again for the rest.
+	More []Sample `json:"more,omitempty"`
+}
+
+// Samples is every sample the reply holds, the request's own first, then More; none when
+// the reply is an error.
+func (r *SampleReply) Samples() []Sample {
+	if r.Error != "" {
+		return nil
+	}
+	first := Sample{Parent: r.Parent, Inspirations: r.Inspirations, Top: r.Top, Previous: r.Previous}
+	return append([]Sample{first}, r.More...)
 }
 
 // SnapshotReply answers a request on Names.Snapshot: the archive wrote the run's snapshot to
@@ -290,6 +322,10 @@ type PlannerState struct {
 	// publishes it, and a restarted planner publishes that task again: its derived id makes
 	// the copy a no-op if the first publish got through.
 	LastModel string `json:"last_model,omitempty"`
+	// LastModels, when set, are the models of the last refill's tasks, Issued-len+1 to
+	// Issued (LastModel is its last): the planner records a refill's tasks in one write
+	// before it publishes them, and a restarted planner publishes all of them again.
+	LastModels []string `json:"last_models,omitempty"`
 	// RanFor is the time spent running before RunningSince; max_wall_time counts only
 	// running time, not time paused or stopped.
 	RanFor       time.Duration `json:"ran_for,omitempty"`

@@ -514,7 +514,9 @@ func (s *Service) flush(ctx context.Context) {
 	}
 }
 
-// serveSample answers the planner: a parent and inspirations for an island.
+// serveSample answers the planner: a parent and inspirations for an island, and one more
+// for each of the request's More (a refill's further tasks), in order, as many as fit in
+// one reply.
 func (s *Service) serveSample(msg *nats.Msg) {
 	var req protocol.SampleRequest
 	reply := protocol.SampleReply{}
@@ -530,6 +532,11 @@ func (s *Service) serveSample(msg *nats.Msg) {
 			var smp population.Sample
 			if smp, found = pop.Sample(req.Island, req.NumInspirations, req.Seed); found {
 				reply.Parent, reply.Top, reply.Inspirations, reply.Previous = smp.Parent, smp.Top, smp.Inspirations, smp.Previous
+				for _, w := range req.More {
+					if smp, ok := pop.Sample(w.Island, req.NumInspirations, w.Seed); ok {
+						reply.More = append(reply.More, protocol.Sample{Parent: smp.Parent, Top: smp.Top, Inspirations: smp.Inspirations, Previous: smp.Previous})
+					}
+				}
 			}
 		}
 		s.mu.RUnlock()
@@ -540,13 +547,31 @@ func (s *Service) serveSample(msg *nats.Msg) {
 			reply.Error = fmt.Sprintf("run %q has no evaluated program yet", req.Run)
 		}
 	}
-	data, err := protocol.Encode(&reply)
+	data, err := encodeSampleReply(&reply, min(protocol.MaxBodyBytes, s.nc.MaxPayload()))
 	if err != nil {
 		s.log.Error("encode sample reply", "run", req.Run, "err", err)
 		return
 	}
 	if err := msg.Respond(data); err != nil {
 		s.log.Warn("sample reply", "run", req.Run, "err", err)
+	}
+}
+
+// encodeSampleReply encodes reply in at most limit bytes, leaving out the last of its More
+// samples until it fits: the planner asks again for those it did not get.
+func encodeSampleReply(reply *protocol.SampleReply, limit int64) ([]byte, error) {
+	for {
+		data, err := protocol.Encode(reply)
+		if err == nil && int64(len(data)) <= limit {
+			return data, nil
+		}
+		if len(reply.More) == 0 {
+			if err == nil {
+				err = fmt.Errorf("sample reply of %d bytes over %d", len(data), limit)
+			}
+			return nil, err
+		}
+		reply.More = reply.More[:len(reply.More)/2]
 	}
 }
 

@@ -456,3 +456,58 @@ func TestFoldedResultIsVisibleWithoutWaitingForTheTick(t *testing.T) {
 		t.Fatalf("median time from publish to visible state %v (all %v); want well under the %v flush tick", median, took, tick)
 	}
 }
+
+// TestBatchedSampleAnswersEachAsAloneAndFitsInOneReply: a request for several samples (a
+// planner's refill) gets, for each, what a request of its own would get; and a request for
+// more than fit in one reply gets as many as fit, in order, for the planner to ask again.
+func TestBatchedSampleAnswersEachAsAloneAndFitsInOneReply(t *testing.T) {
+	e, store, _ := env(t)
+	start(t, e)
+	publish(t, e, results(0, 24))
+	waitState(t, store, 24)
+	ask := func(req *protocol.SampleRequest) (*protocol.SampleReply, int) {
+		t.Helper()
+		data, err := protocol.Encode(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := e.Conn.Request(e.Names.Sample(run), data, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reply protocol.SampleReply
+		if err := protocol.Decode(msg.Data, &reply); err != nil || reply.Error != "" {
+			t.Fatalf("sample: %v %s", err, reply.Error)
+		}
+		return &reply, len(msg.Data)
+	}
+	wants := []protocol.SampleWant{{Island: 0, Seed: 11}, {Island: 1, Seed: 12}, {Island: 2, Seed: 13}, {Island: 0, Seed: 14}}
+	batch, _ := ask(&protocol.SampleRequest{Meta: protocol.Meta{Run: run}, Island: wants[0].Island, Seed: wants[0].Seed,
+		NumInspirations: 2, More: wants[1:]})
+	got := batch.Samples()
+	if len(got) != len(wants) {
+		t.Fatalf("%d samples for %d asked", len(got), len(wants))
+	}
+	for i, w := range wants {
+		alone, _ := ask(&protocol.SampleRequest{Meta: protocol.Meta{Run: run}, Island: w.Island, Seed: w.Seed, NumInspirations: 2})
+		a, _ := json.Marshal(alone.Samples()[0])
+		b, _ := json.Marshal(got[i])
+		if string(a) != string(b) {
+			t.Errorf("sample %d (island %d, seed %d) in a batch:\n%s\nalone:\n%s", i, w.Island, w.Seed, b, a)
+		}
+	}
+
+	many := make([]protocol.SampleWant, 5000)
+	for i := range many {
+		many[i] = protocol.SampleWant{Island: i % 3, Seed: int64(i)}
+	}
+	reply, size := ask(&protocol.SampleRequest{Meta: protocol.Meta{Run: run}, NumInspirations: 2, More: many})
+	if size > protocol.MaxBodyBytes || len(reply.More) == 0 || len(reply.More) >= len(many) {
+		t.Fatalf("a request for %d samples got %d in %d bytes; want some, not all, in at most %d", len(many)+1, len(reply.More)+1, size, protocol.MaxBodyBytes)
+	}
+	for i, s := range reply.More {
+		if s.Parent.Island != many[i].Island {
+			t.Fatalf("sample %d of the batch is from island %d; want %d", i+1, s.Parent.Island, many[i].Island)
+		}
+	}
+}

@@ -6,8 +6,8 @@
 //
 // The planner keeps no state that matters in memory: what it issued is in the runs bucket and
 // what was folded is in the archive's run state, so a restarted planner picks up where it was.
-// A task is recorded before it is published and published again after a restart; its derived
-// id makes that copy a no-op.
+// A refill's tasks are recorded in one write before any is published, and published again
+// after a restart; their derived ids make those copies no-ops.
 package planner
 
 import (
@@ -101,7 +101,7 @@ type Service struct {
 	runs *runs.Store
 
 	plans      map[string]*protocol.PlannerState
-	pending    map[string]int64 // task recorded in the runs bucket but not yet published, per run
+	pending    map[string][]issued // tasks recorded in the runs bucket but not yet published, per run
 	templates  map[string]*prompt.Templates
 	generators map[string]protocol.Generator // the generators bucket, kept by a watch
 	warned     map[string]string             // last problem logged per run, so a stuck run logs once
@@ -134,7 +134,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("planner: %w", err)
 	}
 	return &Service{cfg: cfg, nc: nc, js: js, log: log.With("service", "planner", "replica", cfg.ID),
-		plans: map[string]*protocol.PlannerState{}, pending: map[string]int64{}, templates: map[string]*prompt.Templates{},
+		plans: map[string]*protocol.PlannerState{}, pending: map[string][]issued{}, templates: map[string]*prompt.Templates{},
 		generators: map[string]protocol.Generator{}, warned: map[string]string{}, owning: map[string]bool{}, noArchive: map[string]time.Time{},
 		states: map[string]*protocol.RunState{}, controls: map[string]*protocol.RunControl{}}, nil
 }
@@ -406,8 +406,8 @@ func (s *Service) planRun(ctx context.Context, run string) error {
 	if open, err := s.seedGate(ctx, pst, st); !open {
 		return err
 	}
-	if n, ok := s.pending[run]; ok {
-		if err := s.publishTask(ctx, spec, pst.LastModel, n, nil); err != nil {
+	if tasks, ok := s.pending[run]; ok {
+		if err := s.publishTasks(ctx, spec, tasks, nil); err != nil {
 			return err
 		}
 		delete(s.pending, run)
@@ -531,8 +531,21 @@ func stopReason(cfg *runconfig.Config, ctl *protocol.RunControl, pst *protocol.P
 	return ""
 }
 
-// issue publishes tasks until each model has its share in flight or the budget is spent.
-// Each task is recorded in the runs bucket before it is published (see pending).
+// maxRefill bounds the tasks of one refill round: one write-ahead record, one sample request
+// and one wait for the acks of their publishes.
+const maxRefill = 64
+
+// issued is a task recorded in the runs bucket: its number and model.
+type issued struct {
+	n     int64
+	model string
+}
+
+// issue publishes tasks until each model has its share in flight or the budget is spent. A
+// refill's tasks are recorded in the runs bucket in one write before any of them is
+// published (see pending), their samples are asked for in one request while that write is
+// made, and they are published together, each publish acknowledged by JetStream: three
+// round trips per refill whatever its size (two one after the other), rather than per task.
 func (s *Service) issue(ctx context.Context, spec *runs.Spec, pst *protocol.PlannerState, st *protocol.RunState, ctl *protocol.RunControl) error {
 	cfg := spec.Config
 	now := time.Now()
@@ -547,33 +560,44 @@ func (s *Service) issue(ctx context.Context, spec *runs.Spec, pst *protocol.Plan
 	}
 	maxIter := maxIterations(cfg, ctl)
 	for len(deficit) > 0 && (maxIter <= 0 || pst.Issued < maxIter) {
-		n := pst.Issued + 1
-		model := pickModel(cfg, deficit, uint64(cfg.RandomSeed), uint64(n))
-		pst.Issued, pst.LastModel = n, model
-		pst.IssuedByModel[model]++
-		// The archive picks the parent while the task is recorded: two round trips at
-		// once instead of one after the other, on the path of every candidate.
+		var tasks []issued
+		for len(deficit) > 0 && (maxIter <= 0 || pst.Issued < maxIter) && len(tasks) < maxRefill {
+			n := pst.Issued + 1
+			model := pickModel(cfg, deficit, uint64(cfg.RandomSeed), uint64(n))
+			pst.Issued, pst.LastModel = n, model
+			pst.IssuedByModel[model]++
+			tasks = append(tasks, issued{n, model})
+			if deficit[model]--; deficit[model] == 0 {
+				delete(deficit, model)
+			}
+		}
+		pst.LastModels = pst.LastModels[:0]
+		for _, t := range tasks {
+			pst.LastModels = append(pst.LastModels, t.model)
+		}
+		// The archive picks the parents while the tasks are recorded: two round trips at
+		// once instead of one after the other.
 		sampled := make(chan sampleResult, 1)
 		go func() {
-			r, err := s.sampleFor(ctx, spec, n)
+			r, err := s.samplesFor(ctx, spec, tasks)
 			sampled <- sampleResult{r, err}
 		}()
 		if err := s.save(ctx, pst); err != nil {
 			<-sampled
+			// Whether the record was written is unknown: read it back on the next plan,
+			// which publishes its tasks if it was.
+			delete(s.plans, spec.Run)
 			return err
 		}
-		s.pending[spec.Run] = n
+		s.pending[spec.Run] = tasks
 		smp := <-sampled
 		if smp.err != nil {
 			return smp.err // published again on the next plan
 		}
-		if err := s.publishTask(ctx, spec, model, n, smp.reply); err != nil {
+		if err := s.publishTasks(ctx, spec, tasks, smp.samples); err != nil {
 			return err
 		}
 		delete(s.pending, spec.Run)
-		if deficit[model]--; deficit[model] == 0 {
-			delete(deficit, model)
-		}
 	}
 	delete(s.warned, spec.Run)
 	return nil
@@ -629,54 +653,88 @@ func pickModel(cfg *runconfig.Config, deficit map[string]int64, seed, n uint64) 
 }
 
 type sampleResult struct {
-	reply *protocol.SampleReply
-	err   error
+	samples []protocol.Sample
+	err     error
 }
 
-// sampleFor asks the archive for task n's parent and inspirations, from its island.
-func (s *Service) sampleFor(ctx context.Context, spec *runs.Spec, n int64) (*protocol.SampleReply, error) {
+// samplesFor asks the archive for the parent and inspirations of each task, each from its
+// island, in as few requests as the archive's replies allow (one, unless the samples do not
+// fit in one reply).
+func (s *Service) samplesFor(ctx context.Context, spec *runs.Spec, tasks []issued) ([]protocol.Sample, error) {
 	cfg := spec.Config
-	return s.sample(ctx, spec.Run, islandOf(n, cfg.Database.NumIslands), taskSeed(cfg, n), cfg.Prompt.NumTopPrograms+cfg.Prompt.NumDiversePrograms)
+	var out []protocol.Sample
+	for len(out) < len(tasks) {
+		rest := tasks[len(out):]
+		req := &protocol.SampleRequest{Meta: protocol.Meta{Run: spec.Run}, Island: islandOf(rest[0].n, cfg.Database.NumIslands),
+			NumInspirations: cfg.Prompt.NumTopPrograms + cfg.Prompt.NumDiversePrograms, Seed: taskSeed(cfg, rest[0].n)}
+		for _, t := range rest[1:] {
+			req.More = append(req.More, protocol.SampleWant{Island: islandOf(t.n, cfg.Database.NumIslands), Seed: taskSeed(cfg, t.n)})
+		}
+		reply, err := s.sample(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		got := reply.Samples()
+		out = append(out, got[:min(len(got), len(rest))]...)
+	}
+	return out, nil
 }
 
 func taskSeed(cfg *runconfig.Config, n int64) int64 { return cfg.RandomSeed*1_000_003 + n }
 
-// publishTask publishes task n with its sample (taken now when nil). Publishing it twice is
-// harmless: the id is derived from (run, n), so JetStream drops the copy.
-func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string, n int64, sample *protocol.SampleReply) (err error) {
-	cfg := spec.Config
-	// One candidate is one trace: it starts here, whatever span ctx holds.
-	ctx, span := s.cfg.Telemetry.Tracer().Start(ctx, "plan task", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(telemetry.Run.String(spec.Run), telemetry.Task.String(protocol.TaskID(spec.Run, n)), telemetry.GenAIRequestModel.String(model)))
-	defer func() {
+// publishTasks publishes tasks with their samples (asked for now when there are fewer
+// samples than tasks), all at once, and returns when JetStream has acknowledged every one.
+// Publishing a task twice is harmless: its id is derived from (run, n), so JetStream drops
+// the copy.
+func (s *Service) publishTasks(ctx context.Context, spec *runs.Spec, tasks []issued, samples []protocol.Sample) error {
+	if len(samples) < len(tasks) {
+		more, err := s.samplesFor(ctx, spec, tasks[len(samples):])
+		if err != nil {
+			return err
+		}
+		samples = append(samples[:len(samples):len(samples)], more...)
+	}
+	msgs := make([]natsx.Outgoing, len(tasks))
+	spans := make([]trace.Span, len(tasks))
+	for i, t := range tasks {
+		task := s.task(ctx, spec, t, &samples[i])
+		// One candidate is one trace: it starts here, whatever span ctx holds, and its
+		// traceparent rides in the task's headers.
+		tctx, span := s.cfg.Telemetry.Tracer().Start(ctx, "plan task", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(telemetry.Run.String(spec.Run), telemetry.Task.String(task.ID), telemetry.GenAIRequestModel.String(t.model)))
+		spans[i] = span
+		msgs[i] = natsx.Outgoing{Subject: s.cfg.Names.Task(spec.Run, t.model), ID: task.ID, Body: task, Header: telemetry.Inject(tctx, nil)}
+	}
+	err := natsx.PublishAll(ctx, s.js, msgs)
+	for _, span := range spans {
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "task not published")
 		}
 		span.End()
-	}()
-	if sample == nil {
-		var err error
-		if sample, err = s.sampleFor(ctx, spec, n); err != nil {
-			return err
-		}
 	}
+	return err
+}
+
+// task is task t of the run with its sample.
+func (s *Service) task(ctx context.Context, spec *runs.Spec, t issued, sample *protocol.Sample) *protocol.Task {
+	cfg := spec.Config
 	task := &protocol.Task{
-		Meta:      protocol.Meta{ID: protocol.TaskID(spec.Run, n), Run: spec.Run},
-		Model:     model,
-		Iteration: n,
-		Island:    islandOf(n, cfg.Database.NumIslands),
+		Meta:      protocol.Meta{ID: protocol.TaskID(spec.Run, t.n), Run: spec.Run},
+		Model:     t.model,
+		Iteration: t.n,
+		Island:    islandOf(t.n, cfg.Database.NumIslands),
 		// The parent's code is what an edit applies to; its metrics and artifacts are in
 		// the prompt already.
 		Parent:    protocol.Program{ID: sample.Parent.ID, Code: sample.Parent.Code, Generation: sample.Parent.Generation, Island: sample.Parent.Island},
-		Seed:      taskSeed(cfg, n),
+		Seed:      taskSeed(cfg, t.n),
 		CreatedAt: time.Now().UTC(),
 	}
 	task.SetDefaults(cfg.DiffBasedEvolution, cfg.Language)
 	// A task carries what its backend reads, no more: every stage decodes it, and programs
 	// and artifacts make up most of a prompt. The mutate backend reads the inspirations'
 	// code and no prompt; a model reads the prompt, which holds the inspirations already.
-	if m, ok := cfg.ModelByName(model); ok && m.Backend == runconfig.BackendMutate {
+	if m, ok := cfg.ModelByName(t.model); ok && m.Backend == runconfig.BackendMutate {
 		for _, p := range append(append([]protocol.Program(nil), sample.Top...), sample.Inspirations...) {
 			task.Inspirations = append(task.Inspirations, protocol.Program{ID: p.ID, Code: p.Code})
 		}
@@ -684,10 +742,7 @@ func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string
 		task.Messages = prompt.Render(cfg, s.templatesOf(ctx, spec), prompt.Inputs{Parent: sample.Parent, Top: sample.Top,
 			Inspirations: sample.Inspirations, Previous: sample.Previous, Mode: task.Mode, Language: task.Language})
 	}
-	if _, err := natsx.Publish(ctx, s.js, s.cfg.Names.Task(spec.Run, model), task.ID, task); err != nil {
-		return err
-	}
-	return nil
+	return task
 }
 
 // islandOf is the island task n samples from: tasks go round the islands in turn.
@@ -718,9 +773,9 @@ func (s *Service) templatesOf(ctx context.Context, spec *runs.Spec) *prompt.Temp
 	return t
 }
 
-// sample asks the archive for a parent and inspirations.
-func (s *Service) sample(ctx context.Context, run string, island int, seed int64, n int) (*protocol.SampleReply, error) {
-	req := &protocol.SampleRequest{Meta: protocol.Meta{Run: run}, Island: island, NumInspirations: n, Seed: seed}
+// sample sends one sample request to the archive.
+func (s *Service) sample(ctx context.Context, req *protocol.SampleRequest) (*protocol.SampleReply, error) {
+	run := req.Run
 	data, err := protocol.Encode(req)
 	if err != nil {
 		return nil, err
@@ -765,12 +820,31 @@ func (s *Service) plannerState(ctx context.Context, run string) (*protocol.Plann
 	case pst.Status == protocol.RunRunning && pst.RunningSince.IsZero():
 		pst.RunningSince = pst.StartedAt // written by a planner that kept no running time
 	}
-	if pst.Issued > 0 && pst.LastModel != "" && pst.Status != protocol.RunDone {
-		// The last task may have been recorded and never published: publish it again.
-		s.pending[run] = pst.Issued
+	if tasks := recorded(pst); len(tasks) > 0 && pst.Status != protocol.RunDone {
+		// The last refill may have been recorded and never published: publish it again.
+		s.pending[run] = tasks
 	}
 	s.plans[run] = pst
 	return pst, nil
+}
+
+// recorded is the last refill the planner state records: tasks Issued-len(LastModels)+1 to
+// Issued, or task Issued alone as a planner that recorded one task at a time wrote it.
+func recorded(pst *protocol.PlannerState) []issued {
+	if pst.Issued <= 0 {
+		return nil
+	}
+	if k := int64(len(pst.LastModels)); k > 0 && k <= pst.Issued {
+		tasks := make([]issued, k)
+		for i, m := range pst.LastModels {
+			tasks[i] = issued{pst.Issued - k + 1 + int64(i), m}
+		}
+		return tasks
+	}
+	if pst.LastModel != "" {
+		return []issued{{pst.Issued, pst.LastModel}}
+	}
+	return nil
 }
 
 func (s *Service) save(ctx context.Context, pst *protocol.PlannerState) error {
