@@ -75,6 +75,9 @@ type e2eResult struct {
 	sizes  [3]int
 	msgs   []kindCount   // messages per candidate by kind (full tap only)
 	busy   standin.Stats // the model server's, from the first task to the end
+	// cpu is the CPU time (user and system) of the `shoal up` process over the whole run:
+	// on a shared machine a steadier measure of its own cost than its rate.
+	cpu time.Duration
 	// cpuPerEval is the CPU milliseconds (user + system) of the `shoal up` process, its
 	// NATS server included, and of this process (the no-op evaluator and the tap), per
 	// result in the steady state (as busy).
@@ -92,6 +95,8 @@ type upShape struct {
 	// generators is the number of generator replicas: the one in `shoal up` and the others
 	// as `shoal up --only generator` processes of their own.
 	generators int
+	// env is added to `shoal up`'s environment (OTEL_* for figure (t)).
+	env []string
 }
 
 // runUp runs `shoal up` on the polyfit problem the way a user does, with a stand-in model,
@@ -126,6 +131,7 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 		args = append(args, "--only", "planner,generator,archive")
 	}
 	cmd := exec.CommandContext(ctx, shoal, append(args, prob)...)
+	cmd.Env = append(os.Environ(), shape.env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -212,6 +218,9 @@ func runUp(ctx context.Context, shoal string, shape upShape, mdl standin.Config,
 		return nil, fmt.Errorf("shoal up: %w\n%s", err, tail(out.String(), 2000))
 	}
 	r := &e2eResult{wall: time.Since(start), rate: t.rate(max(iterations/10, 5)), budget: t.budget(evaluate), sizes: t.sizes(), msgs: t.perCandidate()}
+	if ps := cmd.ProcessState; ps != nil {
+		r.cpu = ps.UserTime() + ps.SystemTime()
+	}
 
 	select {
 	case r.busy = <-busy:

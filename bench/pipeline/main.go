@@ -27,7 +27,7 @@ func main() {
 	baseline := flag.String("baseline", "", "another shoal binary (an older build) to measure beside it")
 	evals := flag.Int("evals", 600, "evaluations per end-to-end run")
 	repeat := flag.Int("repeat", 3, "runs of each figure")
-	only := flag.String("only", "a,b,c", "scenarios: a (no-op pipeline vs raw JetStream), b (end to end, with the latency budget), c (model server saturation)")
+	only := flag.String("only", "a,b,c,t", "scenarios: a (no-op pipeline vs raw JetStream), b (end to end, with the latency budget), c (model server saturation), t (tracing on against off)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -58,6 +58,10 @@ func bench(ctx context.Context, log *slog.Logger, shoal, baseline string, evals,
 			}
 		case "b":
 			if err := benchEndToEnd(ctx, log, shoal, baseline, python, evals, repeat); err != nil {
+				return err
+			}
+		case "t":
+			if err := benchTracing(ctx, log, shoal, python, evals, repeat); err != nil {
 				return err
 			}
 		default:

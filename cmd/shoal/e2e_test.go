@@ -35,15 +35,21 @@ type stack struct {
 	client *client
 	log    *slog.Logger
 
+	// opts are what each service starts with (gpus and replicaID are set per service).
+	opts upOptions
+
 	mu      sync.Mutex
 	running map[string]func()
 	crashes map[string]func()
 }
 
-func startStack(t testing.TB) *stack {
+func startStack(t testing.TB) *stack { return startStackWith(t, upOptions{}) }
+
+// startStackWith starts the stack with each service built from o, e.g. with telemetry.
+func startStackWith(t testing.TB, o upOptions) *stack {
 	t.Helper()
 	env := natstest.StartTestEnv(t, natstest.WithRoles())
-	s := &stack{t: t, env: env, running: map[string]func(){}, crashes: map[string]func(){}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s := &stack{t: t, env: env, opts: o, running: map[string]func(){}, crashes: map[string]func(){}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if testing.Verbose() {
 		s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -78,7 +84,9 @@ func (s *stack) start(name string) {
 	s.t.Helper()
 	service, id, _ := strings.Cut(name, "#")
 	nc := s.env.ConnectAs(s.t, natsauth.Role(service))
-	run, err := newService(service, s.env.Names, nc, s.log, upOptions{gpus: "none", replicaID: id})
+	o := s.opts
+	o.gpus, o.replicaID = "none", id
+	run, err := newService(service, s.env.Names, nc, s.log, o)
 	if err != nil {
 		s.t.Fatal(err)
 	}

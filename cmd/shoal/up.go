@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 	"github.com/shoal-run/shoal/services/archive"
 	"github.com/shoal-run/shoal/services/evaluator"
 	"github.com/shoal-run/shoal/services/generator"
@@ -50,6 +51,11 @@ type upOptions struct {
 	// replicaID names a planner or archive replica; empty takes the service's default
 	// (<service>-<host>-<pid>). Tests that run two replicas in one process set it.
 	replicaID string
+	// metricsAddr serves the process's Prometheus metrics (--metrics-addr).
+	metricsAddr string
+	// telemetry gives each service its tracer and meter; nil: off. up sets it from
+	// --metrics-addr and the OTEL_* variables; tests hand in their own.
+	telemetry func(service string) (telemetry.Providers, error)
 }
 
 func upCmd() *cobra.Command {
@@ -103,6 +109,7 @@ initial_program.py, or the three named by --config, --evaluator and --program.`,
 	f.StringVar(&o.gpus, "gpus", os.Getenv("SHOAL_GPUS"), `GPUs for launch models: empty discovers them with NVML; "4x11GiB" declares them; "none" has none (env SHOAL_GPUS)`)
 	f.StringVar(&o.host, "host", os.Getenv("SHOAL_HOST"), "host name in the GPU lease bucket (default: the hostname; env SHOAL_HOST)")
 	f.IntVar(&o.evalConcurrency, "eval-concurrency", envInt("SHOAL_EVAL_CONCURRENCY"), "candidates the evaluator runs at once; 0: one per CPU (env SHOAL_EVAL_CONCURRENCY)")
+	f.StringVar(&o.metricsAddr, "metrics-addr", os.Getenv("SHOAL_METRICS_ADDR"), "serve Prometheus metrics of all the services on this address at /metrics, e.g. :9464 (env SHOAL_METRICS_ADDR); traces follow OTEL_TRACES_EXPORTER")
 	f.StringVar(&o.pprof, "pprof", os.Getenv("SHOAL_PPROF"), "serve Go's profiles (CPU, blocking, mutex) on this address, e.g. 127.0.0.1:6060 (env SHOAL_PPROF)")
 	f.StringVar(&o.profiles, "profiles", os.Getenv("SHOAL_PROFILES"), "YAML file of the model-server profiles the generator may launch; run configs name one (env SHOAL_PROFILES)")
 	o.ui.add(cmd, "ui", os.Getenv("SHOAL_UI"), "also serve the read-only web UI on this address, e.g. 127.0.0.1:8080 (env SHOAL_UI); logs in as the seeder")
@@ -143,6 +150,24 @@ func up(cmd *cobra.Command, dir string, o upOptions) error {
 			return err
 		}
 	}
+	// One tracer provider per service, so that each span names its service as it would
+	// from a process of its own; one meter provider behind one /metrics for the process.
+	// Shut down last: after the services have stopped and their connections drained.
+	tel, err := telemetry.New(ctx, telemetry.Config{Version: version, MetricsAddr: o.metricsAddr, Log: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), daemon.TelemetryFlushLimit)
+		defer cancel()
+		if err := tel.Shutdown(fctx); err != nil {
+			log.Warn("telemetry shutdown", "err", err)
+		}
+	}()
+	if addr := tel.MetricsAddr(); addr != "" {
+		fmt.Fprintf(w, "metrics on http://%s/metrics\n", addr)
+	}
+	o.telemetry = func(name string) (telemetry.Providers, error) { return tel.Service(ctx, name, false) }
 
 	url, _ := cmd.Flags().GetString("nats-url")
 	prefix, _ := cmd.Flags().GetString("prefix")
@@ -315,27 +340,34 @@ func splitHostPort(addr string) (string, int, error) {
 }
 
 func newService(name string, names protocol.Names, nc *nats.Conn, log *slog.Logger, o upOptions) (func(context.Context) error, error) {
+	var tel telemetry.Providers
+	if o.telemetry != nil {
+		var err error
+		if tel, err = o.telemetry(name); err != nil {
+			return nil, err
+		}
+	}
 	switch name {
 	case "planner":
-		s, err := planner.New(planner.Config{Names: names, ID: o.replicaID}, nc, log)
+		s, err := planner.New(planner.Config{Names: names, ID: o.replicaID, Telemetry: tel}, nc, log)
 		if err != nil {
 			return nil, err
 		}
 		return s.Run, nil
 	case "generator":
-		s, err := generator.New(generator.Config{Names: names, GPUs: o.gpus, Host: o.host, ProfilesFile: o.profiles}, nc, log)
+		s, err := generator.New(generator.Config{Names: names, GPUs: o.gpus, Host: o.host, ProfilesFile: o.profiles, Telemetry: tel}, nc, log)
 		if err != nil {
 			return nil, err
 		}
 		return s.Run, nil
 	case "evaluator":
-		s, err := evaluator.New(evaluator.Config{Names: names, Python: os.Getenv("SHOAL_PYTHON"), Concurrency: o.evalConcurrency}, nc, log)
+		s, err := evaluator.New(evaluator.Config{Names: names, Python: os.Getenv("SHOAL_PYTHON"), Concurrency: o.evalConcurrency, Telemetry: tel}, nc, log)
 		if err != nil {
 			return nil, err
 		}
 		return s.Run, nil
 	case "archive":
-		s, err := archive.New(archive.Config{Names: names, ID: o.replicaID}, nc, log)
+		s, err := archive.New(archive.Config{Names: names, ID: o.replicaID, Telemetry: tel}, nc, log)
 		if err != nil {
 			return nil, err
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/natsauth"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 )
 
 // Service is what a command runs: it returns nil when ctx ends and it has stopped cleanly,
@@ -36,6 +37,11 @@ type Options struct {
 	NATSURL string
 	Names   protocol.Names
 	Auth    natsx.Auth
+	// MetricsAddr serves /metrics for Prometheus when set (--metrics-addr).
+	MetricsAddr string
+	// Telemetry is the service's tracer and meter, set up from MetricsAddr and the OTEL_*
+	// variables before Build; zero (off) unless they turn something on.
+	Telemetry telemetry.Providers
 }
 
 // Build makes the service from its parsed flags and the connection.
@@ -77,7 +83,7 @@ func run(c Command, args []string, stderr io.Writer, getenv func(string) string)
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("version", c.Version)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, c, o, build, log); err != nil {
+	if err := serve(ctx, c, o, build, log, getenv); err != nil {
 		log.Error("service failed", "service", c.Name, "err", err)
 		return 1
 	}
@@ -91,6 +97,7 @@ func parse(c Command, fs *flag.FlagSet, args []string, getenv func(string) strin
 	build := c.Flags(fs)
 	fs.StringVar(&o.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL (env SHOAL_NATS_URL)")
 	prefix := fs.String("prefix", protocol.DefaultPrefix, "subject prefix (env SHOAL_PREFIX)")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address at /metrics, e.g. :9464; empty: off (env SHOAL_METRICS_ADDR)")
 	if err := FromEnv(fs, getenv); err != nil {
 		return o, nil, err
 	}
@@ -128,11 +135,32 @@ func FromEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	return errors.Join(errs...)
 }
 
-// serve connects, builds and runs the service, then drains the connection.
-func serve(ctx context.Context, c Command, o Options, build Build, log *slog.Logger) error {
+// TelemetryFlushLimit bounds how long a stopped service spends flushing its last spans.
+const TelemetryFlushLimit = 5 * time.Second
+
+// serve sets up telemetry, connects, builds and runs the service, then drains the connection
+// and flushes the telemetry (the spans of the work the drain finished included).
+func serve(ctx context.Context, c Command, o Options, build Build, log *slog.Logger, getenv func(string) string) error {
 	opts, err := o.Auth.Options()
 	if err != nil {
 		return err
+	}
+	tel, err := telemetry.New(ctx, telemetry.Config{Version: c.Version, MetricsAddr: o.MetricsAddr, Getenv: getenv, Log: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), TelemetryFlushLimit)
+		defer cancel()
+		if err := tel.Shutdown(fctx); err != nil {
+			log.Warn("telemetry shutdown", "err", err)
+		}
+	}()
+	if o.Telemetry, err = tel.Service(ctx, c.Name, true); err != nil {
+		return err
+	}
+	if tel.Tracing() || tel.MetricsAddr() != "" {
+		log.Info("telemetry on", "service", c.Name, "traces", tel.Tracing(), "metrics_addr", tel.MetricsAddr())
 	}
 	nc, err := natsx.Connect(ctx, o.NATSURL, "shoal-"+c.Name, log, opts...)
 	if err != nil {

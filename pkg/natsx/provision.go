@@ -7,11 +7,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 )
 
 // DuplicateWindow is how long JetStream remembers a Nats-Msg-Id: a publish retried within it
@@ -181,15 +186,33 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 
 // Publish encodes m and publishes it to subject with its id as Nats-Msg-Id, so that a retry
 // within DuplicateWindow is stored once. It retries briefly while the server is unavailable.
-func Publish(ctx context.Context, js jetstream.JetStream, subject, id string, m protocol.Message) (*jetstream.PubAck, error) {
+// When ctx carries a span (tracing is on), the publish is a producer span of its own, and
+// its W3C trace context rides in the message's headers, so the consumer's span continues the
+// trace.
+func Publish(ctx context.Context, js jetstream.JetStream, subject, id string, m protocol.Message) (_ *jetstream.PubAck, err error) {
 	data, err := protocol.Encode(m)
 	if err != nil {
 		return nil, err
 	}
+	ctx, span := telemetry.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetName("send " + subjectKind(subject))
+		span.SetAttributes(telemetry.MessagingSystem.String(telemetry.MessagingSystemNATS),
+			telemetry.MessagingOperationType.String(telemetry.MessagingOpSend),
+			telemetry.MessagingDestinationName.String(subject), telemetry.MessagingMessageID.String(id))
+		defer func() {
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, "publish failed")
+			}
+		}()
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: telemetry.Inject(ctx, nil)}
 	var lastErr error
 	wait := 50 * time.Millisecond
 	for attempt := 0; attempt < 8; attempt++ {
-		ack, err := js.Publish(ctx, subject, data, jetstream.WithMsgID(id))
+		ack, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
 		if err == nil {
 			return ack, nil
 		}
@@ -206,10 +229,12 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject, id string, m 
 	return nil, fmt.Errorf("publish %s id %s: %w", subject, id, lastErr)
 }
 
-// Outgoing is one message of PublishAll: its subject, its id (Nats-Msg-Id) and its body.
+// Outgoing is one message of PublishAll: its subject, its id (Nats-Msg-Id), its body, and
+// headers of its own, such as the trace context of the span it continues (telemetry.Inject).
 type Outgoing struct {
 	Subject, ID string
 	Body        protocol.Message
+	Header      nats.Header
 }
 
 // AckWait is how long PublishAll waits for JetStream's acks of its publishes before it
@@ -223,7 +248,7 @@ const AckWait = 5 * time.Second
 // the id makes the copy of one that got through a no-op.
 func PublishAll(ctx context.Context, js jetstream.JetStream, msgs []Outgoing) error {
 	if len(msgs) == 1 {
-		_, err := Publish(ctx, js, msgs[0].Subject, msgs[0].ID, msgs[0].Body)
+		_, err := Publish(telemetry.Extract(ctx, msgs[0].Header), js, msgs[0].Subject, msgs[0].ID, msgs[0].Body)
 		return err
 	}
 	data := make([][]byte, len(msgs))
@@ -235,7 +260,8 @@ func PublishAll(ctx context.Context, js jetstream.JetStream, msgs []Outgoing) er
 	}
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	for i, m := range msgs {
-		if f, err := js.PublishAsync(m.Subject, data[i], jetstream.WithMsgID(m.ID)); err == nil {
+		msg := &nats.Msg{Subject: m.Subject, Data: data[i], Header: m.Header}
+		if f, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(m.ID)); err == nil {
 			futures[i] = f
 		}
 	}
@@ -265,12 +291,25 @@ func PublishAll(ctx context.Context, js jetstream.JetStream, msgs []Outgoing) er
 			}
 		}
 		if !acked {
-			if _, err := Publish(ctx, js, msgs[i].Subject, msgs[i].ID, msgs[i].Body); err != nil {
+			if _, err := Publish(telemetry.Extract(ctx, msgs[i].Header), js, msgs[i].Subject, msgs[i].ID, msgs[i].Body); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// subjectKind is a subject's prefix and kind ("shoal.task"): a span name of few values, where
+// the whole subject (run and model in it) is an attribute.
+func subjectKind(subject string) string {
+	i := strings.IndexByte(subject, '.')
+	if i < 0 {
+		return subject
+	}
+	if j := strings.IndexByte(subject[i+1:], '.'); j >= 0 {
+		return subject[:i+1+j]
+	}
+	return subject
 }
 
 func retryable(err error) bool {

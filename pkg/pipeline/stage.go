@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 )
 
 // Body is what a stage reads and writes: a wire body (protocol.Message) whose envelope gives
@@ -49,6 +53,11 @@ type StageConfig[In, Out any] struct {
 	// and reports whether it could. Without it, or once it cannot, the output is a Permanent
 	// error.
 	Shrink func(out *Out) bool
+	// Telemetry traces and measures the stage; zero: off. Each input is one consumer span,
+	// a child of the span that published it (its traceparent header), and the parent of Do's
+	// spans and of the output's publish, which carries the trace on. Run also reports its
+	// consumer's queue depth and lag.
+	Telemetry telemetry.Providers
 }
 
 // Stage is one step of the one-way pipeline: it reads In from its stream and writes one Out
@@ -56,11 +65,13 @@ type StageConfig[In, Out any] struct {
 // Out's id (derived from In's, so a redelivery changes nothing); its OnDead turns a dead In
 // into a failed Out. Run consumes with both.
 type Stage[In, Out any] struct {
-	cfg    StageConfig[In, Out]
-	inEnv  func(*In) *protocol.Meta
-	outEnv func(*Out) *protocol.Meta
-	decode func([]byte, *In) error
-	encode func(*Out) protocol.Message
+	cfg     StageConfig[In, Out]
+	tracer  trace.Tracer
+	metrics *stageMetrics
+	inEnv   func(*In) *protocol.Meta
+	outEnv  func(*Out) *protocol.Meta
+	decode  func([]byte, *In) error
+	encode  func(*Out) protocol.Message
 }
 
 // NewStage returns the stage cfg describes. In and Out are inferred from cfg.Do.
@@ -69,11 +80,13 @@ func NewStage[In, Out any, PIn Body[In], POut Body[Out]](cfg StageConfig[In, Out
 		cfg.Names = protocol.NewNames("")
 	}
 	return &Stage[In, Out]{
-		cfg:    cfg,
-		inEnv:  func(in *In) *protocol.Meta { return PIn(in).Envelope() },
-		outEnv: func(out *Out) *protocol.Meta { return POut(out).Envelope() },
-		decode: func(data []byte, in *In) error { return protocol.Decode(data, PIn(in)) },
-		encode: func(out *Out) protocol.Message { return POut(out) },
+		cfg:     cfg,
+		tracer:  cfg.Telemetry.Tracer(),
+		metrics: newStageMetrics(cfg.Telemetry.Meter()),
+		inEnv:   func(in *In) *protocol.Meta { return PIn(in).Envelope() },
+		outEnv:  func(out *Out) *protocol.Meta { return POut(out).Envelope() },
+		decode:  func(data []byte, in *In) error { return protocol.Decode(data, PIn(in)) },
+		encode:  func(out *Out) protocol.Message { return POut(out) },
 	}
 }
 
@@ -94,14 +107,47 @@ func (s *Stage[In, Out]) With(mw ...Middleware[In, Out]) *Stage[In, Out] {
 func (s *Stage[In, Out]) Run(ctx context.Context, cons jetstream.Consumer, cfg Config) error {
 	cfg.JetStream, cfg.Names = s.cfg.JetStream, s.cfg.Names
 	cfg.OnDead = s.OnDead
+	stop, err := ObserveConsumer(s.cfg.Telemetry.Meter(), cons, "", 0)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	return Consume(ctx, cons, cfg, s.Handle)
 }
 
-// Handle is the stage's Handler: one input, at most one output.
-func (s *Stage[In, Out]) Handle(ctx context.Context, msg jetstream.Msg) error {
+// Handle is the stage's Handler: one input, at most one output. The input's span and the
+// processing time cover decoding, Do and the output's publish.
+func (s *Stage[In, Out]) Handle(ctx context.Context, msg jetstream.Msg) (err error) {
+	start := time.Now()
+	ctx, span := s.tracer.Start(telemetry.Extract(ctx, msg.Headers()), "process", trace.WithSpanKind(trace.SpanKindConsumer))
+	stream := ""
+	if span.IsRecording() || s.metrics.on {
+		if md, merr := msg.Metadata(); merr == nil {
+			stream = md.Stream
+			span.SetAttributes(telemetry.MessagingConsumerGroup.String(md.Consumer), telemetry.MessagingDeliveryCount.Int64(int64(md.NumDelivered)))
+		}
+	}
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "stage failed")
+		}
+		span.End()
+		s.metrics.processed(ctx, stream, start, err)
+	}()
+	if span.IsRecording() {
+		span.SetName("process " + stream)
+		span.SetAttributes(telemetry.MessagingSystem.String(telemetry.MessagingSystemNATS),
+			telemetry.MessagingOperationType.String(telemetry.MessagingOpProcess),
+			telemetry.MessagingDestinationName.String(msg.Subject()))
+	}
 	in, err := s.read(msg.Subject(), msg.Data())
 	if err != nil {
 		return Permanent(err)
+	}
+	if span.IsRecording() {
+		env := s.inEnv(in)
+		span.SetAttributes(telemetry.MessagingMessageID.String(env.ID), telemetry.Run.String(env.Run))
 	}
 	out, err := s.cfg.Do(ctx, in)
 	if err != nil || out == nil {

@@ -20,6 +20,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-run/shoal/pkg/leader"
@@ -28,6 +30,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/pkg/runs"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 	"github.com/shoal-run/shoal/services/archive/internal/population"
 )
 
@@ -43,6 +46,10 @@ type Config struct {
 	// OwnerTTL is how long a dead replica keeps its runs: a standby takes them over within
 	// it; default 5s.
 	OwnerTTL time.Duration
+	// Telemetry traces each fold (a span in its candidate's trace) and counts the candidates
+	// folded by status, the best score of each run and how far the fold lags RESULTS;
+	// zero: off.
+	Telemetry telemetry.Providers
 }
 
 func (c *Config) setDefaults() {
@@ -103,6 +110,9 @@ type Service struct {
 	flushNow chan struct{}
 	// since counts each run's results folded since its last snapshot.
 	since map[string]int
+
+	tracer  trace.Tracer
+	metrics *metrics
 }
 
 // New checks cfg and prepares a replica; Run starts it.
@@ -121,10 +131,14 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("archive: %w", err)
 	}
+	m, err := newMetrics(cfg.Telemetry.Meter())
+	if err != nil {
+		return nil, err
+	}
 	return &Service{
 		cfg: cfg, nc: nc, js: js, log: log.With("service", "archive", "replica", cfg.ID),
 		pops: map[string]*population.Population{}, dirty: map[string]bool{}, newBest: map[string]bool{}, flushNow: make(chan struct{}, 1),
-		since: map[string]int{},
+		since: map[string]int{}, tracer: cfg.Telemetry.Tracer(), metrics: m,
 	}, nil
 }
 
@@ -179,6 +193,16 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("archive: results consumer: %w", err)
 	}
+	unobserve, err := pipeline.ObserveConsumer(s.cfg.Telemetry.Meter(), results, "archive-fold", 0)
+	if err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+	defer unobserve()
+	unobserveBest, err := s.metrics.observeBest(s.bestScores)
+	if err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+	defer unobserveBest()
 
 	seeds, err := natsx.EnsureConsumer(ctx, s.js, s.cfg.Names.SeedsStream(), jetstream.ConsumerConfig{
 		Durable:       s.cfg.Names.ArchiveSeedsConsumer(),
@@ -249,8 +273,15 @@ func (s *Service) fold(ctx context.Context, cons jetstream.Consumer, replayTo ui
 		var r protocol.Result
 		if err := protocol.Decode(msg.Data(), &r); err != nil {
 			s.log.Error("skipping undecodable result", "subject", msg.Subject(), "seq", seq, "err", err)
+		} else if !s.isCaughtUp() {
+			s.foldOne(ctx, &r, seq) // a replay: its candidates' traces ended long ago
 		} else {
-			s.foldOne(ctx, &r, seq)
+			fctx, span := s.tracer.Start(telemetry.Extract(ctx, msg.Headers()), "fold", trace.WithSpanKind(trace.SpanKindConsumer),
+				trace.WithAttributes(telemetry.MessagingSystem.String(telemetry.MessagingSystemNATS),
+					telemetry.MessagingOperationType.String(telemetry.MessagingOpProcess), telemetry.MessagingDestinationName.String(msg.Subject()),
+					telemetry.MessagingMessageID.String(r.ID), telemetry.Candidate.String(r.Candidate.ID), telemetry.Status.String(string(r.Status))))
+			s.foldOne(fctx, &r, seq)
+			span.End()
 		}
 		if seq >= replayTo && !s.isCaughtUp() {
 			s.log.Info("replay done", "seq", seq)
@@ -295,8 +326,18 @@ func (s *Service) foldOne(ctx context.Context, r *protocol.Result, seq uint64) {
 	if out.Duplicate {
 		s.log.Info("duplicate result ignored", "run", run, "candidate", r.Candidate.ID, "seq", seq)
 	}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(telemetry.NewCell.Bool(out.NewCell), attribute.Bool("shoal.elite", out.Elite), telemetry.NewBest.Bool(out.NewBest),
+			attribute.Bool("shoal.duplicate", out.Duplicate), attribute.Bool("shoal.covered", out.Covered), telemetry.Score.Float64(r.Score),
+			attribute.Int("shoal.migrations", len(out.Migrations)), attribute.Bool("shoal.owner", owner))
+	}
 	if !caughtUp || !owner {
 		return
+	}
+	// Counted by the owner alone, once caught up: standbys fold the same results, and a
+	// replay folds results counted before.
+	if !out.Covered && !out.Duplicate {
+		s.metrics.folded(ctx, run, r.Status)
 	}
 	if out.NewBest && r.Status == protocol.StatusOK { // a failed seed is the best only for want of another
 		s.event(ctx, run, protocol.EventNewBest, "new best program", r.Candidate.ID, r.Score)

@@ -16,8 +16,13 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 
 	"github.com/shoal-run/shoal/services/evaluator/internal/harness"
 	"github.com/shoal-run/shoal/services/evaluator/internal/sandbox"
@@ -44,6 +49,9 @@ type scorer struct {
 	// sandbox.DefaultScratchMB.
 	scratchMB int
 	log       *slog.Logger
+	// limits counts the sandbox limits candidates hit (shoal.sandbox.limits); nil: not
+	// counted.
+	limits metric.Int64Counter
 }
 
 // close stops the warm interpreters.
@@ -272,8 +280,50 @@ func (s *scorer) run(ctx context.Context, prep *sandbox.Prepare, box *sandbox.Bo
 			s.log.Warn("sandbox zygote died under a candidate; running it again", "err", err)
 			continue
 		}
+		if out != nil {
+			s.noteOutcome(ctx, out, attempt)
+		}
 		return out, err
 	}
+}
+
+// noteOutcome puts how the sandboxed job ended on the sandbox span (worker.evaluate's) and
+// counts the limits it hit.
+func (s *scorer) noteOutcome(ctx context.Context, out *sandbox.Outcome, attempt int) {
+	var hit []string
+	if out.TimedOut {
+		hit = append(hit, "time")
+	}
+	if out.OutputLimited {
+		hit = append(hit, "output")
+	}
+	if out.Left > 0 {
+		hit = append(hit, "background_processes")
+	}
+	if out.Signal != "" && len(hit) == 0 {
+		hit = append(hit, "killed") // a signal of none of shoal's own limits: the memory limit, mostly
+	}
+	for _, l := range hit {
+		if s.limits == nil {
+			break
+		}
+		s.limits.Add(context.WithoutCancel(ctx), 1, metric.WithAttributes(telemetry.Limit.String(l)))
+	}
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	span.SetAttributes(
+		attribute.Int("shoal.sandbox.exit_code", out.ExitCode),
+		attribute.String("shoal.sandbox.signal", out.Signal),
+		attribute.Bool("shoal.sandbox.timed_out", out.TimedOut),
+		attribute.StringSlice("shoal.sandbox.limits_hit", hit),
+		attribute.Int("shoal.sandbox.left_processes", out.Left),
+		attribute.Int64("shoal.sandbox.cpu_ms", out.CPU.Milliseconds()),
+		attribute.Int64("shoal.sandbox.wall_ms", out.Duration.Milliseconds()),
+		attribute.Bool("shoal.sandbox.warm", s.warm != nil),
+		attribute.Int("shoal.sandbox.attempts", attempt+1),
+	)
 }
 
 // command runs a language-agnostic evaluator: any command that prints a JSON object of metrics.

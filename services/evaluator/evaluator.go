@@ -19,12 +19,17 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shoal-run/shoal/pkg/bundle"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/pipeline"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runs"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 
 	"github.com/shoal-run/shoal/services/evaluator/internal/harness"
 	"github.com/shoal-run/shoal/services/evaluator/internal/sandbox"
@@ -60,6 +65,9 @@ type Config struct {
 	// Cold starts a fresh interpreter for every candidate instead of forking it from a warm
 	// one that has imported the run's evaluator; slower, for comparison and debugging.
 	Cold bool
+	// Telemetry traces each evaluation (its sandbox run a span of its own) and measures
+	// evaluation time and the sandbox limits hit; zero: off.
+	Telemetry telemetry.Providers
 }
 
 func (c *Config) setDefaults() {
@@ -193,6 +201,10 @@ func (s *Service) start(ctx context.Context) (*worker, jetstream.Consumer, error
 	if err != nil {
 		return nil, nil, err
 	}
+	m, err := newMetrics(s.cfg.Telemetry.Meter())
+	if err != nil {
+		return nil, nil, err
+	}
 	w := &worker{
 		names:    n,
 		id:       s.cfg.ID,
@@ -210,8 +222,11 @@ func (s *Service) start(ctx context.Context) (*worker, jetstream.Consumer, error
 			memoryLimitMB: s.cfg.MemoryLimitMB,
 			scratchMB:     s.cfg.ScratchMB,
 			log:           s.log,
+			limits:        m.limits,
 		},
-		log: s.log,
+		log:       s.log,
+		telemetry: s.cfg.Telemetry,
+		duration:  m.duration,
 	}
 	if !s.cfg.Cold {
 		w.scorer.warm = newWarmPool(launcher, s.log)
@@ -257,6 +272,10 @@ type worker struct {
 	cacheDir string
 	scorer   *scorer
 	log      *slog.Logger
+
+	telemetry telemetry.Providers
+	// duration is shoal.evaluation.duration, by status.
+	duration metric.Float64Histogram
 }
 
 // stage is the evaluator's step of the pipeline: a candidate in, its result out. Redelivery is
@@ -278,7 +297,8 @@ func (w *worker) stage() *pipeline.Stage[protocol.Candidate, protocol.Result] {
 		},
 		// A result over the body limit loses its artifacts (a failed one its code) rather
 		// than the result itself.
-		Shrink: (*protocol.Result).Shrink,
+		Shrink:    (*protocol.Result).Shrink,
+		Telemetry: w.telemetry,
 	})
 }
 
@@ -291,8 +311,15 @@ func (w *worker) result(ctx context.Context, c *protocol.Candidate) (*protocol.R
 			return nil, err
 		}
 	}
-	res.EvalMS = time.Since(start).Milliseconds()
+	took := time.Since(start)
+	res.EvalMS = took.Milliseconds()
 	res.CreatedAt = time.Now().UTC()
+	if w.duration != nil {
+		w.duration.Record(context.WithoutCancel(ctx), took.Seconds(), metric.WithAttributes(telemetry.Status.String(string(res.Status))))
+	}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(telemetry.Candidate.String(c.ID), telemetry.Status.String(string(res.Status)), telemetry.Score.Float64(res.Score))
+	}
 	w.log.Info("candidate evaluated", "run", c.Run, "candidate", c.ID, "status", res.Status, "score", res.Score, "stage", res.Stage, "reason", res.Reason, "eval_ms", res.EvalMS)
 	return res, nil
 }
@@ -317,19 +344,50 @@ func (w *worker) evaluate(ctx context.Context, res *protocol.Result) error {
 		res.Status, res.Reason = protocol.StatusFailed, "evaluator setup: "+err.Error()
 		return nil
 	}
-	v, err := w.scorer.score(ctx, job{
+	sctx, span := telemetry.Start(ctx, "sandbox run", trace.WithAttributes(telemetry.Candidate.String(c.ID), telemetry.Run.String(c.Run)))
+	v, err := w.scorer.score(sctx, job{
 		cfg:        spec.Config,
 		bundleDir:  bundleDir,
 		programExt: filepath.Ext(spec.ProgramName),
 		code:       c.Code,
 	})
 	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "evaluation not run")
+		span.End()
 		return err
 	}
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.Status.String(string(v.Status)), attribute.Int("shoal.sandbox.stages", v.Stage), attribute.String("shoal.reason", capText(v.Reason, 200)))
+		if v.Status != protocol.StatusOK {
+			span.SetStatus(codes.Error, capText(v.Reason, 200))
+		}
+	}
+	span.End()
 	res.Status, res.Reason, res.Stage = v.Status, v.Reason, v.Stage
 	res.Metrics, res.Artifacts = v.Metrics, v.Artifacts
 	if v.Status == protocol.StatusOK {
 		res.Score, _ = spec.Config.Fitness(v.Metrics)
 	}
 	return nil
+}
+
+// metrics are the evaluator's instruments.
+type metrics struct {
+	duration metric.Float64Histogram
+	limits   metric.Int64Counter
+}
+
+func newMetrics(m metric.Meter) (*metrics, error) {
+	d, err := m.Float64Histogram(telemetry.MetricEvalDuration, metric.WithUnit("s"),
+		metric.WithDescription("time from a candidate's delivery to its result, by status"))
+	if err != nil {
+		return nil, fmt.Errorf("evaluator metrics: %w", err)
+	}
+	l, err := m.Int64Counter(telemetry.MetricSandboxLimits, metric.WithUnit("{candidate}"),
+		metric.WithDescription("candidates the sandbox stopped at a limit, by limit (time, output, background_processes, killed)"))
+	if err != nil {
+		return nil, fmt.Errorf("evaluator metrics: %w", err)
+	}
+	return &metrics{duration: d, limits: l}, nil
 }

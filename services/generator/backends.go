@@ -6,9 +6,14 @@ import (
 	"fmt"
 	"net/http"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/shoal-run/shoal/pkg/program"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 	"github.com/shoal-run/shoal/services/generator/internal/mutate"
 	"github.com/shoal-run/shoal/services/generator/internal/openai"
 )
@@ -70,10 +75,22 @@ func (b openaiBackend) complete(ctx context.Context, task *protocol.Task, m runc
 		return "", "", tokens, fmt.Errorf("model error: %w", err)
 	}
 	tokens = protocol.TokenUsage{Prompt: reply.Usage.PromptTokens, Completion: reply.Usage.CompletionTokens}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() { // the model call's (Service.call)
+		span.SetAttributes(telemetry.Retries.Int(reply.Attempts-1), attribute.String("gen_ai.response.model", ep.model),
+			telemetry.GenAIResponseFinish.StringSlice([]string{reply.FinishReason}))
+	}
+	_, span := telemetry.Start(ctx, "apply "+string(task.Mode), trace.WithAttributes(attribute.String("shoal.mode", string(task.Mode)), attribute.Int("shoal.reply_bytes", len(reply.Text))))
 	code, summary, err := apply(task, reply.Text)
 	if err != nil && reply.FinishReason == "length" {
 		err = fmt.Errorf("%w (the reply was cut off at max_tokens %d)", err, m.MaxTokens)
 	}
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "the reply did not apply")
+	} else if span.IsRecording() {
+		span.SetAttributes(attribute.String("shoal.changes", summary))
+	}
+	span.End()
 	return code, summary, tokens, err
 }
 

@@ -24,6 +24,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shoal-run/shoal/pkg/gpu"
 	"github.com/shoal-run/shoal/pkg/natsx"
@@ -31,6 +35,7 @@ import (
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/pkg/runs"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 	"github.com/shoal-run/shoal/services/generator/internal/launch"
 )
 
@@ -71,6 +76,9 @@ type Config struct {
 	// by New (the --profiles flag, SHOAL_PROFILES); set one of the two.
 	Profiles     runconfig.Profiles
 	ProfilesFile string
+	// Telemetry traces each task (the model call and the edit's application spans of their
+	// own) and measures model calls, tokens and tasks in flight by model; zero: off.
+	Telemetry telemetry.Providers
 }
 
 func (c *Config) setDefaults() {
@@ -144,6 +152,7 @@ type Service struct {
 	launch   *launch.Backend
 	registry *registry
 	limits   limits
+	metrics  *metrics
 }
 
 // New checks cfg and prepares a replica; Run starts it.
@@ -163,6 +172,9 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("generator: jetstream: %w", err)
 	}
 	s := &Service{cfg: cfg, js: js, log: log.With("service", "generator", "replica", cfg.ID), http: cfg.HTTPClient}
+	if s.metrics, err = newMetrics(cfg.Telemetry.Meter()); err != nil {
+		return nil, err
+	}
 	if s.http == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = cfg.Concurrency
@@ -225,6 +237,11 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { defer close(regDone); s.registry.run(regCtx) }()
 	defer func() { stopRegistry(); <-regDone }()
 	peers := func(host, model string) int { return s.registry.count(ctx, host, model) }
+	unobserve, err := s.launch.Observe(s.cfg.Telemetry.Meter())
+	if err != nil {
+		return fmt.Errorf("generator: %w", err)
+	}
+	defer unobserve()
 	stopServers, err := s.launch.Start(ctx, s.js, s.cfg.Names, peers)
 	if err != nil {
 		return fmt.Errorf("generator: %w", err)
@@ -310,6 +327,7 @@ func (s *Service) stage(store *runs.Store) *pipeline.Stage[protocol.Task, protoc
 		Names:     s.cfg.Names,
 		JetStream: s.js,
 		Subject:   s.cfg.Names.Candidate,
+		Telemetry: s.cfg.Telemetry,
 		Do: func(ctx context.Context, task *protocol.Task) (*protocol.Candidate, error) {
 			return s.candidate(ctx, store, task)
 		},
@@ -368,6 +386,9 @@ func (s *Service) candidate(ctx context.Context, store *runs.Store, task *protoc
 		c.Code, c.Changes = code, summary
 	}
 	c.GenerateMS = time.Since(start).Milliseconds()
+	if span := trace.SpanFromContext(ctx); span.IsRecording() { // the stage's
+		span.SetAttributes(telemetry.Candidate.String(c.ID), telemetry.GenAIRequestModel.String(task.Model), attribute.String("shoal.rejected", c.Rejected))
+	}
 	log := s.log.With("run", task.Run, "candidate", c.ID, "model", task.Model, "ms", c.GenerateMS)
 	if c.Rejected != "" {
 		log.Info("candidate rejected", "reason", c.Rejected)
@@ -397,7 +418,31 @@ func (s *Service) generate(ctx context.Context, task *protocol.Task, cfg *runcon
 		return "", "", none, err
 	}
 	defer release()
-	return b.generate(ctx, task, model)
+	return s.call(ctx, b, task, model)
+}
+
+// call asks b for the task's code, as one span and one measurement of a model call
+// (gen_ai.*): the model, the tokens in and out, how long it took and how it failed. The
+// backend puts its retries and the edit's application on the span.
+func (s *Service) call(ctx context.Context, b backend, task *protocol.Task, model runconfig.Model) (string, string, protocol.TokenUsage, error) {
+	start := time.Now()
+	attrs := []attribute.KeyValue{telemetry.GenAIOperationName.String(telemetry.GenAIOperationChat),
+		telemetry.GenAIRequestModel.String(model.Name), telemetry.GenAIProviderName.String(string(model.Backend))}
+	ctx, span := telemetry.Start(ctx, "chat "+model.Name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	defer span.End()
+	inFlight := metric.WithAttributes(telemetry.GenAIRequestModel.String(model.Name))
+	s.metrics.inFlight.Add(ctx, 1, inFlight)
+	code, summary, tokens, err := b.generate(ctx, task, model)
+	s.metrics.inFlight.Add(context.WithoutCancel(ctx), -1, inFlight)
+	span.SetAttributes(telemetry.GenAIUsageInput.Int(tokens.Prompt), telemetry.GenAIUsageOutput.Int(tokens.Completion),
+		telemetry.Task.String(task.ID))
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "no program from the model")
+		attrs = append(attrs, telemetry.ErrorType.String("reply"))
+	}
+	s.metrics.call(context.WithoutCancel(ctx), time.Since(start), tokens, attrs)
+	return code, summary, tokens, err
 }
 
 // check rejects code that is no use to evaluate.

@@ -25,12 +25,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shoal-run/shoal/pkg/leader"
 	"github.com/shoal-run/shoal/pkg/natsx"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
 	"github.com/shoal-run/shoal/pkg/runs"
+	"github.com/shoal-run/shoal/pkg/telemetry"
 	"github.com/shoal-run/shoal/services/planner/internal/prompt"
 )
 
@@ -51,6 +54,9 @@ type Config struct {
 	// OwnerTTL is how long a dead replica keeps its runs: a standby takes each over within
 	// it; default 5s.
 	OwnerTTL time.Duration
+	// Telemetry traces each task from its publish (the root span of its candidate's trace);
+	// zero: off.
+	Telemetry telemetry.Providers
 }
 
 func (c *Config) setDefaults() {
@@ -689,11 +695,25 @@ func (s *Service) publishTasks(ctx context.Context, spec *runs.Spec, tasks []iss
 		samples = append(samples[:len(samples):len(samples)], more...)
 	}
 	msgs := make([]natsx.Outgoing, len(tasks))
+	spans := make([]trace.Span, len(tasks))
 	for i, t := range tasks {
 		task := s.task(ctx, spec, t, &samples[i])
-		msgs[i] = natsx.Outgoing{Subject: s.cfg.Names.Task(spec.Run, t.model), ID: task.ID, Body: task}
+		// One candidate is one trace: it starts here, whatever span ctx holds, and its
+		// traceparent rides in the task's headers.
+		tctx, span := s.cfg.Telemetry.Tracer().Start(ctx, "plan task", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(telemetry.Run.String(spec.Run), telemetry.Task.String(task.ID), telemetry.GenAIRequestModel.String(t.model)))
+		spans[i] = span
+		msgs[i] = natsx.Outgoing{Subject: s.cfg.Names.Task(spec.Run, t.model), ID: task.ID, Body: task, Header: telemetry.Inject(tctx, nil)}
 	}
-	return natsx.PublishAll(ctx, s.js, msgs)
+	err := natsx.PublishAll(ctx, s.js, msgs)
+	for _, span := range spans {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "task not published")
+		}
+		span.End()
+	}
+	return err
 }
 
 // task is task t of the run with its sample.

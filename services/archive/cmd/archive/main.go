@@ -22,6 +22,6 @@ func main() {
 // flags registers the archive's own settings; it has none beyond those of every service.
 func flags(*flag.FlagSet) daemon.Build {
 	return func(o daemon.Options, nc *nats.Conn, log *slog.Logger) (daemon.Service, error) {
-		return archive.New(archive.Config{Names: o.Names}, nc, log)
+		return archive.New(archive.Config{Names: o.Names, Telemetry: o.Telemetry}, nc, log)
 	}
 }

@@ -74,6 +74,9 @@ type Outcome struct {
 	Covered bool
 	// NewBest: the result's program is the new best.
 	NewBest bool
+	// NewCell: the result's program is the first in its MAP-Elites cell of its island;
+	// Elite: it holds its cell (a new one, or one it took from a weaker program).
+	NewCell, Elite bool
 	// Migrations lists the migrations this result's island generation triggered.
 	Migrations []Migration
 }
@@ -157,7 +160,8 @@ func (p *Population) Fold(r *protocol.Result, seq uint64) Outcome {
 		for i := range p.axes {
 			p.axes[i].observe(m.raw[i])
 		}
-		p.file(isl, m)
+		out.NewCell = p.file(isl, m)
+		out.Elite = m.cell != ""
 		if seed && p.state.Seeds == 1 {
 			p.state.SeedScore = score
 		}
@@ -216,7 +220,7 @@ func (p *Population) featureValues(m *member) []float64 {
 
 // file places m on island isl: in the program set, the island, and its grid cell if it is
 // fitter than the cell's holder.
-func (p *Population) file(isl *island, m *member) {
+func (p *Population) file(isl *island, m *member) (newCell bool) {
 	m.order = p.next
 	p.next++
 	m.Island = isl.id
@@ -229,6 +233,7 @@ func (p *Population) file(isl *island, m *member) {
 	isl.add(m)
 	key := cellKey(coords)
 	if holder := isl.grid[key]; holder == nil || rankScore(m) > rankScore(holder) {
+		newCell = holder == nil
 		if holder != nil {
 			holder.cell = ""
 			p.held.remove(holder)
@@ -243,6 +248,7 @@ func (p *Population) file(isl *island, m *member) {
 	if isl.best == nil || rankScore(m) > rankScore(isl.best) {
 		isl.best = m
 	}
+	return newCell
 }
 
 // copyID names the copy of program id on island t.

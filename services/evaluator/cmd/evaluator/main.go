@@ -30,6 +30,7 @@ func flags(fs *flag.FlagSet) daemon.Build {
 	fs.BoolVar(&cfg.Cold, "cold", false, "a fresh interpreter per candidate instead of a warm one (env SHOAL_COLD)")
 	return func(o daemon.Options, nc *nats.Conn, log *slog.Logger) (daemon.Service, error) {
 		cfg.Names = o.Names
+		cfg.Telemetry = o.Telemetry
 		return evaluator.New(cfg, nc, log)
 	}
 }

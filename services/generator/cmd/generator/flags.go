@@ -23,6 +23,7 @@ func flags(fs *flag.FlagSet) daemon.Build {
 		if *model != "" {
 			cfg.Models = []string{*model}
 		}
+		cfg.Telemetry = o.Telemetry
 		return generator.New(cfg, nc, log)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/shoal-run/shoal/pkg/gpu"
 	"github.com/shoal-run/shoal/pkg/gpu/lease"
@@ -51,6 +52,8 @@ type Backend struct {
 	mu      sync.Mutex
 	servers map[string]*launched // by serverKey
 	leases  jetstream.KeyValue   // the GPU lease bucket, once start has opened it
+	// claimWait is shoal.gpu.lease.wait.duration once Observe has made it; nil: not measured.
+	claimWait metric.Float64Histogram
 }
 
 // Config is what the launch backend takes from the generator replica's Config.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/shoal-run/shoal/pkg/gpu"
 	"github.com/shoal-run/shoal/pkg/gpu/lease"
@@ -41,6 +42,12 @@ type env struct {
 // leaves cfg.Inventory as it is) until the test ends.
 func start(t *testing.T, cfg launch.Config, gpus string) *env {
 	t.Helper()
+	return startObserved(t, cfg, gpus, nil)
+}
+
+// startObserved is start with the backend's GPU metrics on meter (nil: off).
+func startObserved(t *testing.T, cfg launch.Config, gpus string, meter metric.Meter) *env {
+	t.Helper()
 	e := &env{TestEnv: natstest.StartTestEnv(t)}
 	var cancel context.CancelFunc
 	e.ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
@@ -62,6 +69,13 @@ func start(t *testing.T, cfg launch.Config, gpus string) *env {
 		cfg.Idle = 10 * time.Minute
 	}
 	e.backend = launch.New(cfg, slog.New(slog.NewTextHandler(launchtest.Log{T: t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if meter != nil {
+		unobserve, err := e.backend.Observe(meter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(unobserve)
+	}
 	runCtx, stopRun := context.WithCancel(e.ctx)
 	stop, err := e.backend.Start(runCtx, e.JS, e.Names, nil)
 	if err != nil {

@@ -204,7 +204,9 @@ func (s *launched) supervise(ctx context.Context, kv jetstream.KeyValue, b *Back
 	for ctx.Err() == nil && !b.retire(s) {
 		if held == nil {
 			s.setClaiming(true)
+			start := time.Now()
 			held, endLease, err = claim(ctx, client, inv, variants)
+			b.recordClaim(s.model.Name, time.Since(start), err)
 			s.setClaiming(false)
 			switch {
 			case ctx.Err() != nil:

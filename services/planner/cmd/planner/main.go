@@ -22,6 +22,6 @@ func main() {
 // flags registers the planner's own settings; it has none beyond those of every service.
 func flags(*flag.FlagSet) daemon.Build {
 	return func(o daemon.Options, nc *nats.Conn, log *slog.Logger) (daemon.Service, error) {
-		return planner.New(planner.Config{Names: o.Names}, nc, log)
+		return planner.New(planner.Config{Names: o.Names, Telemetry: o.Telemetry}, nc, log)
 	}
 }
