@@ -489,6 +489,7 @@ func (s *Service) serveSample(msg *nats.Msg) {
 			var smp population.Sample
 			if smp, found = pop.Sample(req.Island, req.NumInspirations, req.Seed); found {
 				reply.Parent, reply.Top, reply.Inspirations, reply.Previous = smp.Parent, smp.Top, smp.Inspirations, smp.Previous
+				reply.Seen = smp.Seen
 			}
 		}
 		s.mu.RUnlock()

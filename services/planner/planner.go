@@ -525,24 +525,18 @@ func stopReason(cfg *runconfig.Config, ctl *protocol.RunControl, pst *protocol.P
 	return ""
 }
 
-// issue publishes tasks until each model has its share in flight or the budget is spent.
+// issue publishes tasks until the models have their share in flight (picker) or the budget
+// is spent.
 // Each task is recorded in the runs bucket before it is published (see pending).
 func (s *Service) issue(ctx context.Context, spec *runs.Spec, pst *protocol.PlannerState, st *protocol.RunState, ctl *protocol.RunControl) error {
 	cfg := spec.Config
 	now := time.Now()
 	gens := slices.Collect(maps.Values(s.generators))
-	deficit := map[string]int64{}
-	for _, m := range cfg.LLM.Models {
-		want := inFlightTarget(m, gens, s.cfg.Slack, now)
-		inFlight := max(pst.IssuedByModel[m.Name]-st.ByModel[m.Name], 0)
-		if d := want - inFlight; d > 0 {
-			deficit[m.Name] = d
-		}
-	}
+	picks := newPicker(cfg, gens, pst, st, s.cfg.Slack, now)
 	maxIter := maxIterations(cfg, ctl)
-	for len(deficit) > 0 && (maxIter <= 0 || pst.Issued < maxIter) {
+	for picks.left() && (maxIter <= 0 || pst.Issued < maxIter) {
 		n := pst.Issued + 1
-		model := pickModel(cfg, deficit, uint64(cfg.RandomSeed), uint64(n))
+		model := picks.pick(uint64(cfg.RandomSeed), uint64(n))
 		pst.Issued, pst.LastModel = n, model
 		pst.IssuedByModel[model]++
 		// The archive picks the parent while the task is recorded: two round trips at
@@ -565,9 +559,7 @@ func (s *Service) issue(ctx context.Context, spec *runs.Spec, pst *protocol.Plan
 			return err
 		}
 		delete(s.pending, spec.Run)
-		if deficit[model]--; deficit[model] == 0 {
-			delete(deficit, model)
-		}
+		picks.took(model)
 	}
 	delete(s.warned, spec.Run)
 	return nil
@@ -655,6 +647,9 @@ func (s *Service) publishTask(ctx context.Context, spec *runs.Spec, model string
 		Parent:    protocol.Program{ID: sample.Parent.ID, Code: sample.Parent.Code, Generation: sample.Parent.Generation, Island: sample.Parent.Island},
 		Seed:      taskSeed(cfg, n),
 		CreatedAt: time.Now().UTC(),
+	}
+	if cfg.Database.NoveltyThreshold > 0 {
+		task.Seen = sample.Seen // the generator skips a child too like one of these
 	}
 	task.SetDefaults(cfg.DiffBasedEvolution, cfg.Language)
 	// A task carries what its backend reads, no more: every stage decodes it, and programs
