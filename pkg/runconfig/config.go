@@ -65,8 +65,9 @@ type LLM struct {
 	// candidates made over their parents, Weight as the prior; docs/search.md).
 	ModelSelection string
 	// BanditDiscount is what each folded result multiplies every model's bandit counts by,
-	// so that old evidence fades and shares can move: 0.99 forgets with a half-life of about
-	// 70 results. BanditFloor is the least share of tasks a model keeps, split by weight.
+	// so that old evidence fades and shares can move: the default 0.998 forgets with a
+	// half-life of about 350 results. BanditFloor is the share of tasks drawn by weight
+	// whatever the rewards, so that no model starves.
 	BanditDiscount float64
 	BanditFloor    float64
 	// EvaluatorModels give feedback when Evaluator.UseLLMFeedback is on; when empty, Models
@@ -256,14 +257,14 @@ func Default() *Config {
 		LLM: LLM{
 			Models:         []Model{{Name: "mutate", Backend: BackendMutate, Weight: 1, Concurrency: 4}},
 			ModelSelection: ModelSelectionWeights,
-			BanditDiscount: 0.99,
+			BanditDiscount: 0.998,
 			BanditFloor:    0.1,
-			APIBase:     "https://api.openai.com/v1",
-			Temperature: 0.7,
-			MaxTokens:   4096,
-			Timeout:     60 * time.Second,
-			Retries:     3,
-			RetryDelay:  5 * time.Second,
+			APIBase:        "https://api.openai.com/v1",
+			Temperature:    0.7,
+			MaxTokens:      4096,
+			Timeout:        60 * time.Second,
+			Retries:        3,
+			RetryDelay:     5 * time.Second,
 		},
 		Prompt: Prompt{
 			NumTopPrograms:     3,
