@@ -9,61 +9,58 @@ import (
 	"github.com/shoal-run/shoal/pkg/runconfig"
 )
 
-// picker shares one plan's tasks among the run's models (llm.model_selection).
+// picker shares one plan's tasks among the run's models (llm.model_selection). Each model
+// keeps at most its own target in flight (inFlightTarget: its live generators' concurrency
+// times 1 + slack), so no model's tasks queue at its generators and go stale there.
 //
-// With weights, each model keeps its own target in flight (inFlightTarget) and a task goes to
-// a model short of its target, drawn by weight: every model is kept busy to its concurrency.
-// With bandit, the models share the sum of their targets, and each task goes to the model
-// that a discounted Thompson draw over the archive's RunState.Models picks (banditModel), so
-// the tasks follow the improvements each model makes rather than its concurrency.
+// With weights, a task goes to a model short of its target, drawn by weight: every model is
+// kept busy to its concurrency. With bandit, each task goes to the model a discounted Thompson
+// draw over the archive's RunState.Models picks (banditModel); when that model has no room,
+// the plan ends there and the slot waits for the next plan, rather than going to a model the
+// draw did not want. The tasks follow the improvements each model makes: a model that helps
+// runs at its capacity, one that does not gets the floor's share and otherwise idles.
 type picker struct {
 	cfg     *runconfig.Config
 	stats   map[string]protocol.ModelStats
 	bandit  bool
-	deficit map[string]int64 // weights: tasks each model is short of its target
-	pool    int64            // bandit: tasks all models together are short of their targets
+	folded  uint64           // the run's folded results: each plan's bandit draws differ
+	deficit map[string]int64 // tasks each model is short of its target
+	stopped bool
 }
 
 func newPicker(cfg *runconfig.Config, gens []protocol.Generator, pst *protocol.PlannerState, st *protocol.RunState, slack float64, now time.Time) *picker {
-	p := &picker{cfg: cfg, stats: st.Models, bandit: cfg.LLM.ModelSelection == runconfig.ModelSelectionBandit, deficit: map[string]int64{}}
-	var want, inFlight int64
+	p := &picker{cfg: cfg, stats: st.Models, bandit: cfg.LLM.ModelSelection == runconfig.ModelSelectionBandit,
+		folded: uint64(st.Iterations), deficit: map[string]int64{}}
 	for _, m := range cfg.LLM.Models {
 		w := inFlightTarget(m, gens, slack, now)
 		f := max(pst.IssuedByModel[m.Name]-st.ByModel[m.Name], 0)
-		want, inFlight = want+w, inFlight+f
 		if d := w - f; d > 0 {
 			p.deficit[m.Name] = d
 		}
 	}
-	p.pool = max(want-inFlight, 0)
 	return p
 }
 
-// left reports whether another task is wanted.
-func (p *picker) left() bool {
-	if p.bandit {
-		return p.pool > 0
+// next chooses task n's model, or reports that this plan issues no more tasks.
+func (p *picker) next(seed, n uint64) (string, bool) {
+	if p.stopped || len(p.deficit) == 0 {
+		return "", false
 	}
-	return len(p.deficit) > 0
-}
-
-// pick chooses task n's model.
-func (p *picker) pick(seed, n uint64) string {
+	model := ""
 	if p.bandit {
-		return banditModel(p.cfg, p.stats, seed, n)
-	}
-	return pickModel(p.cfg, p.deficit, seed, n)
-}
-
-// took counts a task issued to model.
-func (p *picker) took(model string) {
-	if p.bandit {
-		p.pool--
-		return
+		// The draw for task n depends on what was folded, so a slot the draw left waiting
+		// is drawn afresh once another result lands.
+		if model = banditModel(p.cfg, p.stats, seed^p.folded*0x9e3779b97f4a7c15, n); p.deficit[model] <= 0 {
+			p.stopped = true
+			return "", false
+		}
+	} else {
+		model = pickModel(p.cfg, p.deficit, seed, n)
 	}
 	if p.deficit[model]--; p.deficit[model] <= 0 {
 		delete(p.deficit, model)
 	}
+	return model, true
 }
 
 // priorPulls is how many results the weights are worth in the bandit's prior.

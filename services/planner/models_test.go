@@ -63,29 +63,34 @@ func TestBanditSharesFollowRewards(t *testing.T) {
 	}
 }
 
-// TestPickerSharesOneTarget: with bandit the models share the sum of their in-flight targets,
-// wherever the tasks in flight are; with weights each model has its own.
-func TestPickerSharesOneTarget(t *testing.T) {
+// TestPickerKeepsEachModelToItsTarget: a model never gets more than its own target in
+// flight; with bandit, a plan ends when the draw picks a model with no room.
+func TestPickerKeepsEachModelToItsTarget(t *testing.T) {
 	now := time.Now()
-	pst := &protocol.PlannerState{IssuedByModel: map[string]int64{"a": 10, "b": 0}}
-	st := &protocol.RunState{ByModel: map[string]int64{"a": 0}}
-	// Targets: 6 each (concurrency 4 × 1.5); a has 10 in flight, b none.
-	w := newPicker(banditConfig(1, 1), nil, pst, st, 0.5, now)
-	if w.pool != 2 {
-		t.Errorf("bandit: %d tasks wanted, want 12 − 10 = 2", w.pool)
-	}
-	cfg := banditConfig(1, 1)
-	cfg.LLM.ModelSelection = runconfig.ModelSelectionWeights
-	p := newPicker(cfg, nil, pst, st, 0.5, now)
-	if len(p.deficit) != 1 || p.deficit["b"] != 6 {
-		t.Errorf("weights: deficits %v, want b: 6 alone", p.deficit)
-	}
-	n := 0
-	for p.left() {
-		p.took(p.pick(42, uint64(n)))
-		n++
-	}
-	if n != 6 {
-		t.Errorf("weights: issued %d tasks, want 6", n)
+	pst := &protocol.PlannerState{IssuedByModel: map[string]int64{"a": 6, "b": 0}}
+	st := &protocol.RunState{ByModel: map[string]int64{}, Models: map[string]protocol.ModelStats{
+		"a": {Reward: 30, Pulls: 200}, "b": {Pulls: 200}}}
+	// Targets: 6 each (concurrency 4 × 1.5); a, the model that improves, is full.
+	for _, sel := range []string{runconfig.ModelSelectionWeights, runconfig.ModelSelectionBandit} {
+		cfg := banditConfig(1, 1)
+		cfg.LLM.ModelSelection = sel
+		issued := map[string]int{}
+		p := newPicker(cfg, nil, pst, st, 0.5, now)
+		for n := uint64(1); ; n++ {
+			m, ok := p.next(42, n)
+			if !ok {
+				break
+			}
+			issued[m]++
+		}
+		if issued["a"] != 0 {
+			t.Errorf("%s: %d tasks to a, which has its target in flight", sel, issued["a"])
+		}
+		if sel == runconfig.ModelSelectionWeights && issued["b"] != 6 {
+			t.Errorf("weights: %d tasks to b, want its 6", issued["b"])
+		}
+		if sel == runconfig.ModelSelectionBandit && issued["b"] > 2 {
+			t.Errorf("bandit: %d tasks to b, whose candidates never improve; want the plan to wait for a's slots", issued["b"])
+		}
 	}
 }

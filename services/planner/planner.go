@@ -534,9 +534,12 @@ func (s *Service) issue(ctx context.Context, spec *runs.Spec, pst *protocol.Plan
 	gens := slices.Collect(maps.Values(s.generators))
 	picks := newPicker(cfg, gens, pst, st, s.cfg.Slack, now)
 	maxIter := maxIterations(cfg, ctl)
-	for picks.left() && (maxIter <= 0 || pst.Issued < maxIter) {
+	for maxIter <= 0 || pst.Issued < maxIter {
 		n := pst.Issued + 1
-		model := picks.pick(uint64(cfg.RandomSeed), uint64(n))
+		model, ok := picks.next(uint64(cfg.RandomSeed), uint64(n))
+		if !ok {
+			break
+		}
 		pst.Issued, pst.LastModel = n, model
 		pst.IssuedByModel[model]++
 		// The archive picks the parent while the task is recorded: two round trips at
@@ -559,7 +562,6 @@ func (s *Service) issue(ctx context.Context, spec *runs.Spec, pst *protocol.Plan
 			return err
 		}
 		delete(s.pending, spec.Run)
-		picks.took(model)
 	}
 	delete(s.warned, spec.Run)
 	return nil
