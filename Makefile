@@ -23,6 +23,13 @@ SEARCH_MODEL_EVALS ?= 3000
 SEARCH_MODEL_SEEDS ?= 3
 SEARCH_METHODS ?= evolution,standin
 SEARCH_CONCURRENCY ?= 4
+# bench-search-bandit and bench-search-novelty: issue 16's model choice and novelty rejection on
+# the same problem and database (docs/benchmarks.md).
+SEARCH_BANDIT_EVALS ?= 1000
+SEARCH_BANDIT_SEEDS ?= 3
+SEARCH_NOVELTY_EVALS ?= 1000
+SEARCH_NOVELTY_SEEDS ?= 3
+SEARCH_ISSUE16_DB := -islands 3 -population 200 -migration-interval 20
 
 .DEFAULT_GOAL := help
 
@@ -61,6 +68,16 @@ bench-search-model: ## search with a model: openai backend vs the perturb stand-
 	go run ./bench/search -problems bench/search/testdata/polynomial_fit -methods $(SEARCH_METHODS) \
 		-evals $(SEARCH_MODEL_EVALS) -seeds $(SEARCH_MODEL_SEEDS) -checkpoints 1000,3000,10000 \
 		-islands 3 -population 200 -migration-interval 20 -concurrency $(SEARCH_CONCURRENCY) -diagnose
+
+bench-search-bandit: ## model choice: a useful and a noise stand-in of equal weight, llm.model_selection weights vs bandit; best score and each model's share of evaluations (SEARCH_BANDIT_EVALS, SEARCH_BANDIT_SEEDS)
+	go run ./bench/search -problems bench/search/testdata/polynomial_fit -methods weights,bandit \
+		-evals $(SEARCH_BANDIT_EVALS) -seeds $(SEARCH_BANDIT_SEEDS) -checkpoints 250,500,1000,2000,3000,5000 \
+		$(SEARCH_ISSUE16_DB) -concurrency 4
+
+bench-search-novelty: ## novelty rejection: the perturb stand-in writing 2 significant digits, with and without database.novelty_threshold 1; evaluations saved, best score at equal evaluations (SEARCH_NOVELTY_EVALS, SEARCH_NOVELTY_SEEDS)
+	go run ./bench/search -problems bench/search/testdata/polynomial_fit -methods standin,novelty -standin-digits 2 \
+		-evals $(SEARCH_NOVELTY_EVALS) -seeds $(SEARCH_NOVELTY_SEEDS) -checkpoints 250,500,1000,2000,3000,5000 \
+		$(SEARCH_ISSUE16_DB) -concurrency 4 -diagnose
 
 chaos: build ## crash test: kill service replicas ≥ 50 times during a run, then check nothing was lost or counted twice (docs/reliability.md)
 	cd pkg && go build -o ../$(BIN)/nats-server github.com/nats-io/nats-server/v2
@@ -147,4 +164,4 @@ tidy: ## go mod tidy in every module
 clean: ## remove build output and local run state
 	rm -rf $(BIN) out .shoal
 
-.PHONY: help build run test lint bench bench-pipeline bench-search bench-search-model chaos images compose-plugin credentials up down e2e-compose helm helm-check screenshots tidy clean
+.PHONY: help build run test lint bench bench-pipeline bench-search bench-search-model bench-search-bandit bench-search-novelty chaos images buildx-plugin compose-plugin credentials up down e2e-compose helm helm-check screenshots tidy clean

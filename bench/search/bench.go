@@ -19,10 +19,18 @@ const (
 	evolution method = "evolution" // the full pipeline: planner, mutate generator, archive
 	standin   method = "standin"   // the full pipeline with the openai backend against the perturb stand-in
 	random    method = "random"    // independent mutations of the seed, same evaluator
+	// novelty is standin with database.novelty_threshold: candidates too like one their
+	// island evaluated are skipped before evaluation.
+	novelty method = "novelty"
+	// weights and bandit run two models of equal weight, the perturb stand-in ("useful") and
+	// the noise stand-in ("noise", wild jumps that rarely help), with llm.model_selection
+	// weights or bandit.
+	weights method = "weights"
+	bandit  method = "bandit"
 )
 
 // methods lists every method, in the table's order.
-var methods = []method{evolution, standin, random}
+var methods = []method{evolution, standin, random, novelty, weights, bandit}
 
 // parseMethods reads a comma-separated list of methods.
 func parseMethods(s string) ([]method, error) {
@@ -30,7 +38,7 @@ func parseMethods(s string) ([]method, error) {
 	for _, name := range strings.Split(s, ",") {
 		m := method(strings.TrimSpace(name))
 		if !slices.Contains(methods, m) {
-			return nil, fmt.Errorf("unknown method %q (have evolution, standin, random)", name)
+			return nil, fmt.Errorf("unknown method %q (have evolution, standin, random, novelty, weights, bandit)", name)
 		}
 		if !slices.Contains(out, m) {
 			out = append(out, m)
@@ -53,6 +61,13 @@ type benchConfig struct {
 	concurrency int
 	// step is the stand-in's relative perturbation; default the stand-in's.
 	step float64
+	// digits is how many significant digits the stand-in writes; default the stand-in's.
+	digits int
+	// noveltyThreshold is database.novelty_threshold for the novelty method.
+	noveltyThreshold float64
+	// account, when set, hears what each run spent its candidates on; it may be called at
+	// once from several runs.
+	account func(problem string, m method, seed int64, a accounting)
 	// diagnose, when set, hears how each run's search went; it may be called at once from
 	// several runs.
 	diagnose func(problem string, m method, seed int64, d diagnosis)
@@ -96,20 +111,53 @@ func (cfg benchConfig) methodList() []method {
 }
 
 func runMethod(ctx context.Context, cfg benchConfig, p *problem, m method) (curves []curve, err error) {
+	var stops []func()
 	services := []service{svcArchive, svcEvaluator}
 	if m != random {
 		services = append(services, svcPlanner, svcGenerator)
 	}
-	model := modelConfig{backend: "mutate"}
-	if m == standin {
-		// One stand-in serves every seed's run: its replies depend on the prompt and the
-		// task's seed, not on which run asked.
-		base, stop, err := startStandin(standinConfig(cfg.step))
+	models := []modelConfig{{name: "mutate", backend: "mutate"}}
+	// One stand-in of each kind serves every seed's run: its replies depend on the prompt and
+	// the task's seed, not on which run asked.
+	serve := func(name, mode string) (modelConfig, error) {
+		base, stop, err := startStandin(standinConfig(mode, cfg.step, cfg.digits))
+		if err != nil {
+			return modelConfig{}, err
+		}
+		stops = append(stops, stop)
+		return modelConfig{name: name, backend: "openai", apiBase: base, concurrency: cfg.concurrency, weight: 1}, nil
+	}
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+	switch m {
+	case standin, novelty:
+		one, err := serve("standin", "perturb")
 		if err != nil {
 			return nil, err
 		}
-		defer stop()
-		model = modelConfig{backend: "openai", apiBase: base, concurrency: cfg.concurrency}
+		models = []modelConfig{one}
+	case weights, bandit:
+		useful, err := serve("useful", "perturb")
+		if err != nil {
+			return nil, err
+		}
+		noise, err := serve("noise", "noise")
+		if err != nil {
+			return nil, err
+		}
+		models = []modelConfig{useful, noise}
+	}
+	spec := runSpec{evals: cfg.evals, models: models, db: cfg.db, diagnose: cfg.diagnose, account: cfg.account}
+	switch m {
+	case novelty:
+		spec.noveltyThreshold = cfg.noveltyThreshold
+	case bandit:
+		spec.selection = "bandit"
+	case weights:
+		spec.selection = "weights"
 	}
 	store := filepath.Join(cfg.workDir, p.name+"-"+string(m))
 	s, err := startStack(ctx, store, cfg.log, services...)
@@ -130,7 +178,9 @@ func runMethod(ctx context.Context, cfg benchConfig, p *problem, m method) (curv
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			curves[i], errs[i] = runOne(ctx, s, p, m, runSpec{evals: cfg.evals, seed: seed, model: model, db: cfg.db, diagnose: cfg.diagnose})
+			spec := spec
+			spec.seed = seed
+			curves[i], errs[i] = runOne(ctx, s, p, m, spec)
 		}()
 	}
 	wg.Wait()
@@ -144,12 +194,18 @@ func runMethod(ctx context.Context, cfg benchConfig, p *problem, m method) (curv
 
 // runSpec is what one run is given.
 type runSpec struct {
-	evals int
-	seed  int64
-	model modelConfig
-	db    dbOverride
+	evals  int
+	seed   int64
+	models []modelConfig
+	db     dbOverride
+	// selection is llm.model_selection; "" leaves the problem's.
+	selection string
+	// noveltyThreshold is database.novelty_threshold; 0 leaves the problem's.
+	noveltyThreshold float64
 	// diagnose, when set, hears how the run's search went.
 	diagnose func(problem string, m method, seed int64, d diagnosis)
+	// account, when set, hears what the run spent its candidates on.
+	account func(problem string, m method, seed int64, a accounting)
 }
 
 // runOne spends one run's budget and returns its curve.
@@ -160,13 +216,20 @@ func runOne(ctx context.Context, s *stack, p *problem, m method, spec runSpec) (
 	if err != nil {
 		return nil, err
 	}
+	rejected, stopWatch, err := watchSeedRejection(s, run)
+	if err != nil {
+		return nil, err
+	}
+	defer stopWatch()
 	seedCandidate, err := seedRun(ctx, s, run, p, config)
 	if err != nil {
 		return nil, err
 	}
 	switch m {
-	case evolution, standin:
-		err = waitPlannerDone(ctx, s, run)
+	case evolution, standin, weights, bandit:
+		err = waitPlannerDone(ctx, s, run, 0, rejected)
+	case novelty:
+		err = spendEvaluations(ctx, s, run, evals, rejected)
 	case random:
 		// The seed's result first: a random candidate is a mutation of a program the run holds.
 		if err = waitResults(ctx, s, run, 1); err == nil {
@@ -188,6 +251,9 @@ func runOne(ctx context.Context, s *stack, p *problem, m method, spec runSpec) (
 	}
 	if spec.diagnose != nil {
 		spec.diagnose(p.name, m, seed, diagnose(results, evals))
+	}
+	if spec.account != nil {
+		spec.account(p.name, m, seed, accountFor(results, evals))
 	}
 	return c, nil
 }

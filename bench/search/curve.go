@@ -9,6 +9,8 @@ import (
 
 // curve is one run's best score after k evaluations of generated candidates, k = 0..evals;
 // curve[0] is the seed's score. Only results with status ok count, as in the archive.
+// Candidates skipped as too like an evaluated program (novelty rejection) were never
+// evaluated and are left out, so curves compare at equal evaluations.
 type curve []float64
 
 // bestCurve folds a run's results, in RESULTS order, into its curve over evals evaluations.
@@ -30,6 +32,9 @@ func bestCurve(results []protocol.Result, evals int) (curve, error) {
 		}
 		if !seeded {
 			return nil, fmt.Errorf("run %s: result %s before the seed's", r.Run, r.ID)
+		}
+		if r.Candidate.Novelty {
+			continue // skipped before evaluation (database.novelty_threshold): not an evaluation
 		}
 		if len(c) == 0 {
 			c = append(c, finite(best))

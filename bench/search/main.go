@@ -5,11 +5,16 @@
 //	go run ./bench/search -evals 300 -seeds 5 -plot docs/bench-search.svg
 //	go run ./bench/search -problems bench/search/testdata/polynomial_fit -methods evolution,standin \
 //	    -evals 3000 -seeds 3 -checkpoints 1000,3000 -diagnose
+//	go run ./bench/search -problems bench/search/testdata/polynomial_fit -methods weights,bandit ...
+//	go run ./bench/search -problems bench/search/testdata/polynomial_fit -methods standin,novelty -standin-digits 2 ...
 //
 // Methods: evolution is the pipeline with the mutate backend; standin is the pipeline with
 // the openai backend against the perturb stand-in model (package deploy/standin, served in
 // this process), which answers every prompt with a SEARCH/REPLACE edit moving one numeric
 // literal of the current program by a Gaussian step, as a model tuning constants would.
+// Novelty is standin with database.novelty_threshold; weights and bandit run two models of
+// equal weight, the perturb stand-in and the noise stand-in (a literal thrown far off), with
+// llm.model_selection weights or bandit, and report each model's share of the evaluations.
 // Random search spends the same number of evaluations on independent mutations of the seed
 // program (the mutate backend's operator, one seed each), published as candidates into the
 // same pipeline, so the same evaluator and sandbox score every method.
@@ -42,7 +47,8 @@ func run() error {
 	var (
 		problems    = flag.String("problems", "function_minimization,circle_packing", "comma-separated examples to measure; a name with a / is a directory")
 		examples    = flag.String("examples", "examples", "directory holding the examples")
-		methodsFlag = flag.String("methods", "evolution,random", "comma-separated methods: evolution (mutate backend), standin (openai backend, perturb stand-in), random")
+		methodsFlag = flag.String("methods", "evolution,random", "comma-separated methods: evolution (mutate backend), standin (openai backend, perturb stand-in), random, "+
+			"novelty (standin with database.novelty_threshold), weights and bandit (a useful and a noise stand-in of equal weight, llm.model_selection weights or bandit)")
 		evals       = flag.Int("evals", 300, "evaluations per run (max_iterations)")
 		seeds       = flag.Int("seeds", 5, "runs per problem and method, with random_seed 1..seeds")
 		points      = flag.String("checkpoints", "", "comma-separated evaluation counts for the table (default: doublings up to -evals)")
@@ -51,6 +57,8 @@ func run() error {
 		migration   = flag.Int("migration-interval", 0, "database.migration_interval for every run (0: the problem's)")
 		concurrency = flag.Int("concurrency", 4, "the stand-in model's concurrency (the planner keeps 1.5 times as many tasks in flight); mutate keeps 4")
 		step        = flag.Float64("step", 0.1, "the stand-in's relative perturbation (standard deviation)")
+		digits      = flag.Int("standin-digits", 0, "significant digits the stand-in writes a moved literal with (0: its 6); fewer make duplicate edits common")
+		noveltyThr  = flag.Float64("novelty-threshold", 1, "database.novelty_threshold of the novelty method (1: skip exact duplicates)")
 		diag        = flag.Bool("diagnose", false, "print how each method's search spent its evaluations")
 		plotPath    = flag.String("plot", "", "write the plot here: SVG, or PNG when the name ends in .png")
 		verbose     = flag.Bool("v", false, "log the services' warnings to stderr")
@@ -69,7 +77,7 @@ func run() error {
 			return err
 		}
 	}
-	cfg := benchConfig{evals: *evals, methods: ms, concurrency: *concurrency, step: *step,
+	cfg := benchConfig{evals: *evals, methods: ms, concurrency: *concurrency, step: *step, digits: *digits, noveltyThreshold: *noveltyThr,
 		db: dbOverride{islands: *islands, population: *population, migrationInterval: *migration}}
 	var mu sync.Mutex
 	diags := map[string]map[method][]diagnosis{}
@@ -82,6 +90,15 @@ func run() error {
 			}
 			diags[problem][m] = append(diags[problem][m], d)
 		}
+	}
+	accs := map[string]map[method][]accounting{}
+	cfg.account = func(problem string, m method, _ int64, a accounting) {
+		mu.Lock()
+		defer mu.Unlock()
+		if accs[problem] == nil {
+			accs[problem] = map[method][]accounting{}
+		}
+		accs[problem][m] = append(accs[problem][m], a)
 	}
 	for i := 1; i <= *seeds; i++ {
 		cfg.seeds = append(cfg.seeds, int64(i))
@@ -120,6 +137,10 @@ func run() error {
 	fmt.Printf("search quality: best combined_score after N evaluations, mean ± sd over %d seeds (%s in all)\n\n",
 		len(cfg.seeds), time.Since(start).Round(time.Second))
 	printTable(os.Stdout, order, cfg.methodList(), out, table)
+	if slices.ContainsFunc(cfg.methodList(), func(m method) bool { return m == novelty || m == weights || m == bandit }) {
+		fmt.Println()
+		printAccounting(os.Stdout, order, cfg.methodList(), accs)
+	}
 	if *diag {
 		fmt.Println()
 		printDiagnoses(os.Stdout, order, cfg.methodList(), diags)

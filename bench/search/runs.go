@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 
@@ -51,9 +53,11 @@ func loadProblem(name, dir string) (*problem, error) {
 // modelConfig is the one model of a run: the mutate backend, or the openai backend at
 // apiBase (the stand-in).
 type modelConfig struct {
+	name        string
 	backend     string
 	apiBase     string
 	concurrency int
+	weight      float64
 }
 
 // dbOverride replaces the problem's database settings where a field is above 0.
@@ -76,12 +80,18 @@ func (p *problem) configFor(spec runSpec) ([]byte, error) {
 	for k, v := range llm {
 		merged[k] = v
 	}
-	model := map[string]any{"name": "mutate", "backend": "mutate", "concurrency": cmp.Or(spec.model.concurrency, 4)}
-	if spec.model.backend == "openai" {
-		model = map[string]any{"name": "standin", "backend": "openai", "api_base": spec.model.apiBase,
-			"concurrency": cmp.Or(spec.model.concurrency, 4)}
+	var models []any
+	for _, m := range spec.models {
+		model := map[string]any{"name": m.name, "backend": m.backend, "concurrency": cmp.Or(m.concurrency, 4), "weight": cmp.Or(m.weight, 1)}
+		if m.backend == "openai" {
+			model["api_base"] = m.apiBase
+		}
+		models = append(models, model)
 	}
-	merged["models"] = []any{model}
+	merged["models"] = models
+	if spec.selection != "" {
+		merged["model_selection"] = spec.selection
+	}
 	doc["llm"] = merged
 	db, _ := doc["database"].(map[string]any)
 	mergedDB := map[string]any{}
@@ -94,14 +104,19 @@ func (p *problem) configFor(spec runSpec) ([]byte, error) {
 			mergedDB[key] = v
 		}
 	}
+	if spec.noveltyThreshold > 0 {
+		mergedDB["novelty_threshold"] = spec.noveltyThreshold
+	}
 	doc["database"] = mergedDB
 	return yaml.Marshal(doc)
 }
 
-// standinConfig is the perturb stand-in of issue 16: one numeric literal of the current
-// program moved by a Gaussian step, as a SEARCH/REPLACE edit, with no latency.
-func standinConfig(step float64) standinpkg.Config {
-	return standinpkg.Config{Model: "standin", Slots: 64, Mode: "perturb", Step: step}
+// standinConfig is the perturb stand-in of issue 16 (one numeric literal of the current
+// program moved by a Gaussian step, as a SEARCH/REPLACE edit, with no latency), or in noise
+// mode the useless one (the literal thrown far off: it applies and rarely helps). digits is
+// how many significant digits a moved literal keeps (0: the stand-in's 6).
+func standinConfig(mode string, step float64, digits int) standinpkg.Config {
+	return standinpkg.Config{Model: "standin", Slots: 64, Mode: mode, Step: step, Digits: digits}
 }
 
 // startStandin serves the stand-in on a free local port and returns its API base and a stop.
@@ -154,12 +169,49 @@ func seedRun(ctx context.Context, s *stack, run string, p *problem, config []byt
 	return protocol.SeedCandidateID(run, seed.ID), nil
 }
 
-// waitPlannerDone waits until the planner calls the run done: its budget is spent and every
-// issued task's result is folded.
-func waitPlannerDone(ctx context.Context, s *stack, run string) error {
+// seedTimeout bounds the wait for a run's first planner state: the archive accepts a seed and
+// evaluates it in seconds, so a run with none after this was never started.
+const seedTimeout = 2 * time.Minute
+
+// watchSeedRejection listens for the archive's error events of run before its seed is
+// published, so that a rejected seed (a config the archive refuses, say) ends the wait for
+// the run with the archive's reason instead of hanging. It returns the reasons as they come
+// and a stop.
+func watchSeedRejection(s *stack, run string) (<-chan string, func(), error) {
+	reasons := make(chan string, 1)
+	sub, err := s.nc.Subscribe(s.names.Event(run, protocol.EventError), func(m *nats.Msg) {
+		var ev protocol.Event
+		if protocol.Decode(m.Data, &ev) != nil || !strings.HasPrefix(ev.Message, "seed rejected") {
+			return
+		}
+		select {
+		case reasons <- ev.Message:
+		default:
+		}
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("watch run %s's events: %w", run, err)
+	}
+	return reasons, func() { _ = sub.Unsubscribe() }, nil
+}
+
+// waitPlannerDone waits until the planner calls the run done after its extensions-th
+// extension: its budget is spent and every issued task's result is folded. It fails with the
+// archive's reason when the archive rejects the run's seed, and when no planner state shows
+// up within seedTimeout.
+func waitPlannerDone(ctx context.Context, s *stack, run string, extensions int64, rejected <-chan string) error {
+	started := time.Now()
 	return poll(ctx, func() (bool, error) {
+		select {
+		case why := <-rejected:
+			return false, fmt.Errorf("run %s: %s", run, why)
+		default:
+		}
 		st, err := s.runs.Planner(ctx, run)
-		if errors.Is(err, runs.ErrUnknownRun) {
+		if errors.Is(err, runs.ErrUnknownRun) || err == nil && st.Status == "" {
+			if time.Since(started) > seedTimeout {
+				return false, fmt.Errorf("run %s has no planner state %s after its seed: was the seed taken? (no rejection was reported)", run, seedTimeout)
+			}
 			return false, nil
 		}
 		if err != nil {
@@ -168,8 +220,42 @@ func waitPlannerDone(ctx context.Context, s *stack, run string) error {
 		if st.Status == protocol.RunFailed {
 			return false, fmt.Errorf("run %s failed: %s", run, st.StopReason)
 		}
-		return st.Status == protocol.RunDone, nil
+		return st.Status == protocol.RunDone && st.Extensions >= extensions, nil
 	})
+}
+
+// spendEvaluations runs run until it has evaluated evals candidates: candidates skipped by
+// novelty rejection count against max_iterations but are no evaluations, so each time the
+// planner calls the run done short of evals, the budget is extended by the shortfall (as
+// `shoal run extend` does).
+func spendEvaluations(ctx context.Context, s *stack, run string, evals int, rejected <-chan string) error {
+	var extensions int64
+	for {
+		if err := waitPlannerDone(ctx, s, run, extensions, rejected); err != nil {
+			return err
+		}
+		results, err := readResults(ctx, s, run)
+		if err != nil {
+			return err
+		}
+		done := 0
+		for _, r := range results {
+			if !r.Candidate.IsSeed() && !r.Candidate.Novelty {
+				done++
+			}
+		}
+		if done >= evals {
+			return nil
+		}
+		ctl, err := s.runs.UpdateControl(ctx, run, func(c *protocol.RunControl) {
+			c.ExtraIterations += int64(evals - done)
+			c.Extensions++
+		})
+		if err != nil {
+			return fmt.Errorf("extend run %s: %w", run, err)
+		}
+		extensions = ctl.Extensions
+	}
 }
 
 // waitResults waits until RESULTS holds n results of run.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -30,6 +32,28 @@ func statusCmd() *cobra.Command {
 	return cmd
 }
 
+// searchLine tells how a run spent its evaluations when that is news: each model's share of
+// the results and how many of them beat their parent, when the run has more than one model,
+// and the candidates skipped as too like one already evaluated (database.novelty_threshold).
+func searchLine(st *protocol.RunState) string {
+	var parts []string
+	if len(st.Models) > 1 {
+		var total int64
+		for _, m := range st.Models {
+			total += m.Evaluations
+		}
+		for _, name := range slices.Sorted(maps.Keys(st.Models)) {
+			m := st.Models[name]
+			parts = append(parts, fmt.Sprintf("%s %d results (%.0f%%), %d improved on their parent",
+				name, m.Evaluations, 100*float64(m.Evaluations)/float64(max(total, 1)), m.Improvements))
+		}
+	}
+	if st.NoveltyRejected > 0 {
+		parts = append(parts, fmt.Sprintf("novelty_rejected %d (evaluations saved)", st.NoveltyRejected))
+	}
+	return strings.Join(parts, "; ")
+}
+
 // printStatus writes a table of the runs (run, or every run when it is ""): status,
 // iterations, tasks in flight, failures, population, scores and why a run stopped; a failed
 // run's reason in full follows the table.
@@ -47,6 +71,7 @@ func printStatus(ctx context.Context, w io.Writer, c *client, run string) error 
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	failed := map[string]string{} // run → why, in full below the table
+	notes := map[string]string{}  // run → its models' shares and novelty rejections
 	fmt.Fprintln(tw, "RUN\tSTATUS\tITERATIONS\tIN FLIGHT\tFAILED\tPOPULATION\tBEST\tSEED\tSTOP REASON")
 	for _, id := range ids {
 		spec, err := c.runs.Spec(ctx, id)
@@ -85,12 +110,18 @@ func printStatus(ctx context.Context, w io.Writer, c *client, run string) error 
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d/%s\t%d\t%d\t%d\t%.6g\t%.6g\t%s\n", id, status, st.Iterations, maxIter,
 			max(pst.Issued-st.Iterations, 0), st.Failed, st.Population, st.BestScore, st.SeedScore, reason)
+		if line := searchLine(st); line != "" {
+			notes[id] = line
+		}
 	}
 	printDeadCounts(ctx, tw, c, ids)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for _, id := range ids {
+		if line, ok := notes[id]; ok {
+			fmt.Fprintf(w, "\nrun %s: %s\n", id, line)
+		}
 		if why, ok := failed[id]; ok {
 			fmt.Fprintf(w, "\nrun %s failed: %s\n", id, why)
 		}

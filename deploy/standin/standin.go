@@ -40,6 +40,10 @@ type Config struct {
 	Mode string
 	// Step is the relative standard deviation of a perturbation; default 0.1.
 	Step float64
+	// Digits is how many significant digits a moved literal is written with; default 6.
+	// Fewer make many edits land on a value already tried: duplicates, as a model that
+	// rounds its constants proposes.
+	Digits int
 	// Seed makes replies repeatable: a reply depends on the seed and the prompt.
 	Seed uint64
 }
@@ -71,6 +75,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Step <= 0 {
 		cfg.Step = 0.1
+	}
+	if cfg.Digits <= 0 {
+		cfg.Digits = 6
 	}
 	s := &Server{cfg: cfg, slots: make(chan struct{}, cfg.Slots), since: time.Now(), running: map[uint64]time.Time{}}
 	return s
@@ -258,7 +265,7 @@ func (s *Server) reply(prompt string, seed *int64) string {
 	default:
 		nv = v + rng.NormFloat64()*math.Max(math.Abs(v), 0.01)*s.cfg.Step
 	}
-	repl := strconv.FormatFloat(nv, 'g', 6, 64)
+	repl := strconv.FormatFloat(nv, 'g', s.cfg.Digits, 64)
 	switch {
 	case !strings.ContainsAny(lit, ".eE"):
 		// An integer moves by at least one, or it would not move at all.

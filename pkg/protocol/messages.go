@@ -88,6 +88,10 @@ type Task struct {
 	Parent       Program       `json:"parent"`
 	Inspirations []Program     `json:"inspirations,omitempty"`
 	Messages     []ChatMessage `json:"messages,omitempty"`
+	// Seen holds the novelty sketches (pkg/novelty) of the programs the task's island
+	// evaluated lately, newest first, when the run's database.novelty_threshold is above 0:
+	// the generator skips a child too like one of them without asking the archive.
+	Seen []string `json:"seen,omitempty"`
 	// Seed drives every random choice a generator makes for this task, so a redelivered task
 	// yields the same candidate from the mutate backend.
 	Seed      int64     `json:"seed"`
@@ -110,15 +114,18 @@ type TokenUsage struct {
 // or Seed.Candidate (lineage.go).
 type Candidate struct {
 	Meta
-	TaskID     string     `json:"task_id,omitempty"`
-	ParentID   string     `json:"parent_id,omitempty"`
-	Iteration  int64      `json:"iteration"`
-	Island     int        `json:"island"`
-	Model      string     `json:"model,omitempty"`
-	Language   string     `json:"language"`
-	Code       string     `json:"code"`
-	Generation int        `json:"generation"`
-	Rejected   string     `json:"rejected,omitempty"`
+	TaskID     string `json:"task_id,omitempty"`
+	ParentID   string `json:"parent_id,omitempty"`
+	Iteration  int64  `json:"iteration"`
+	Island     int    `json:"island"`
+	Model      string `json:"model,omitempty"`
+	Language   string `json:"language"`
+	Code       string `json:"code"`
+	Generation int    `json:"generation"`
+	Rejected   string `json:"rejected,omitempty"`
+	// Novelty is set with Rejected when the generator skipped the candidate as too like a
+	// program its island had evaluated (database.novelty_threshold).
+	Novelty    bool       `json:"novelty,omitempty"`
 	Abandoned  string     `json:"abandoned,omitempty"`
 	Changes    string     `json:"changes,omitempty"`
 	Tokens     TokenUsage `json:"tokens"`
@@ -202,6 +209,8 @@ type Sample struct {
 	Inspirations []Program `json:"inspirations,omitempty"`
 	Top          []Program `json:"top,omitempty"`
 	Previous     []Program `json:"previous,omitempty"`
+	// Seen: as SampleReply.Seen, for this sample's island.
+	Seen []string `json:"seen,omitempty"`
 }
 
 // SampleReply answers a SampleRequest; Error is set when the run has no program yet or is
@@ -214,7 +223,10 @@ type SampleReply struct {
 	// Previous holds the island's most recent attempts, newest first, failed ones included
 	// with their Status and Reason, so a prompt can show what was tried and how it ended.
 	Previous []Program `json:"previous,omitempty"`
-	Error    string    `json:"error,omitempty"`
+	// Seen holds the novelty sketches of the island's lately evaluated programs, newest first,
+	// when the run's database.novelty_threshold is above 0 (see Task.Seen).
+	Seen  []string `json:"seen,omitempty"`
+	Error string   `json:"error,omitempty"`
 	// More answers SampleRequest.More, in order. It may hold fewer than were asked for (an
 	// archive of an older build answers none, and a reply is kept under MaxBodyBytes): the
 	// planner asks again for the rest.
@@ -227,7 +239,7 @@ func (r *SampleReply) Samples() []Sample {
 	if r.Error != "" {
 		return nil
 	}
-	first := Sample{Parent: r.Parent, Inspirations: r.Inspirations, Top: r.Top, Previous: r.Previous}
+	first := Sample{Parent: r.Parent, Inspirations: r.Inspirations, Top: r.Top, Previous: r.Previous, Seen: r.Seen}
 	return append([]Sample{first}, r.More...)
 }
 
@@ -296,6 +308,27 @@ type RunState struct {
 	LastImprovement int64 `json:"last_improvement"`
 	// Islands summarises each island of the population.
 	Islands []IslandState `json:"islands,omitempty"`
+	// Models holds each model's accounting, by model name: what the planner's bandit model
+	// choice (llm.model_selection: bandit) reads.
+	Models map[string]ModelStats `json:"models,omitempty"`
+	// GainScale is the discounted mean of the positive gains of children over their parents,
+	// which scales each result's bandit reward.
+	GainScale float64 `json:"gain_scale,omitempty"`
+	// NoveltyRejected counts the candidates skipped before evaluation as too like a program
+	// their island had evaluated (database.novelty_threshold): evaluations saved.
+	NoveltyRejected int64 `json:"novelty_rejected,omitempty"`
+}
+
+// ModelStats is one model's accounting in RunState.Models. Evaluations and Improvements count
+// every folded result of the model (Improvements: those that scored above their parent);
+// Reward and Pulls are the discounted sums the bandit reads: each folded result multiplies
+// every model's by llm.bandit_discount, then adds the result's reward in [0, 1] (its gain over
+// its parent, scaled by the run's typical gain) and 1 to its own model's.
+type ModelStats struct {
+	Evaluations  int64   `json:"evaluations"`
+	Improvements int64   `json:"improvements"`
+	Reward       float64 `json:"reward"`
+	Pulls        float64 `json:"pulls"`
 }
 
 // IslandState summarises one island in RunState.

@@ -56,8 +56,20 @@ type Config struct {
 
 // LLM holds the generator models and the request settings they inherit.
 type LLM struct {
-	// Models write candidates, chosen in proportion to Weight.
+	// Models write candidates, chosen in proportion to Weight, or by the improvements each
+	// produces when ModelSelection is bandit.
 	Models []Model
+	// ModelSelection is how the planner shares tasks among Models: ModelSelectionWeights
+	// (default: in proportion to Weight, each model kept busy to its concurrency) or
+	// ModelSelectionBandit (discounted Thompson sampling over the gains each model's
+	// candidates made over their parents, Weight as the prior; docs/search.md).
+	ModelSelection string
+	// BanditDiscount is what each folded result multiplies every model's bandit counts by,
+	// so that old evidence fades and shares can move: the default 0.998 forgets with a
+	// half-life of about 350 results. BanditFloor is the share of tasks drawn by weight
+	// whatever the rewards, so that no model starves.
+	BanditDiscount float64
+	BanditFloor    float64
 	// EvaluatorModels give feedback when Evaluator.UseLLMFeedback is on; when empty, Models
 	// serve (see FeedbackModels).
 	EvaluatorModels []Model
@@ -153,6 +165,12 @@ const (
 	BackendLaunch = "launch"
 )
 
+// Ways the planner shares tasks among a run's models (llm.model_selection).
+const (
+	ModelSelectionWeights = "weights"
+	ModelSelectionBandit  = "bandit"
+)
+
 // Prompt says what goes into a generation prompt.
 type Prompt struct {
 	// SystemMessage replaces shoal's system message when set.
@@ -186,6 +204,11 @@ type Database struct {
 	MigrationInterval      int
 	MigrationRate          float64
 	SimilarityThreshold    float64
+	// NoveltyThreshold skips, before evaluation, a candidate whose code is at least this
+	// similar (1 − code distance, docs/search.md "Novelty") to one of the programs its island
+	// evaluated lately, or to its parent: 1 skips exact duplicates (after normalising
+	// whitespace), lower values near ones too; 0 (the default) evaluates every candidate.
+	NoveltyThreshold float64
 }
 
 // Evaluator says how candidates are scored.
@@ -232,13 +255,16 @@ func Default() *Config {
 		LogLevel:              "INFO",
 		DiffPattern:           `<<<<<<< SEARCH\n(.*?)=======\n(.*?)>>>>>>> REPLACE`,
 		LLM: LLM{
-			Models:      []Model{{Name: "mutate", Backend: BackendMutate, Weight: 1, Concurrency: 4}},
-			APIBase:     "https://api.openai.com/v1",
-			Temperature: 0.7,
-			MaxTokens:   4096,
-			Timeout:     60 * time.Second,
-			Retries:     3,
-			RetryDelay:  5 * time.Second,
+			Models:         []Model{{Name: "mutate", Backend: BackendMutate, Weight: 1, Concurrency: 4}},
+			ModelSelection: ModelSelectionWeights,
+			BanditDiscount: 0.998,
+			BanditFloor:    0.1,
+			APIBase:        "https://api.openai.com/v1",
+			Temperature:    0.7,
+			MaxTokens:      4096,
+			Timeout:        60 * time.Second,
+			Retries:        3,
+			RetryDelay:     5 * time.Second,
 		},
 		Prompt: Prompt{
 			NumTopPrograms:     3,

@@ -107,6 +107,7 @@ func TestParseOpenEvolveConfig(t *testing.T) {
 		EvaluatorModels: []Model{openai("gpt-4o-mini", 1)},
 		APIBase:         "https://api.openai.com/v1", APIKey: "${OPENAI_API_KEY}",
 		Temperature: 0.7, TopP: 0.95, MaxTokens: 4096, Timeout: time.Minute, Retries: 3, RetryDelay: 5 * time.Second,
+		ModelSelection: ModelSelectionWeights, BanditDiscount: 0.998, BanditFloor: 0.1,
 	}
 	want.Prompt.SystemMessage = "You are an expert programmer specializing in optimization algorithms."
 	want.Database.PopulationSize = 500
@@ -297,6 +298,12 @@ func TestParseInvalid(t *testing.T) {
 			"evaluator.cascade_thresholds[2]: 0.75 is below the threshold before it, 0.9; thresholds must not decrease"},
 		{"cascade not numbers", "evaluator: {cascade_thresholds: [0.5, high]}", `evaluator.cascade_thresholds[1]: "high" is not a number`},
 		{"feature_bins", "database: {feature_bins: 0}", "database.feature_bins: 0 is less than the minimum, 1"},
+		{"model_selection", "llm: {model_selection: ucb}", `llm.model_selection: "ucb" is not one of weights (by weight), bandit (by the improvements each model makes)`},
+		{"bandit_discount zero", "llm: {bandit_discount: 0}", "llm.bandit_discount: 0 is not in (0, 1]; want a factor such as 0.99 (1 never forgets)"},
+		{"bandit_discount above 1", "llm: {bandit_discount: 1.5}", "llm.bandit_discount: 1.5 is not in (0, 1]; want a factor such as 0.99 (1 never forgets)"},
+		{"bandit_floor 1", "llm: {bandit_floor: 1}", "llm.bandit_floor: 1 is not in [0, 1); want the least share of tasks every model keeps, such as 0.1"},
+		{"bandit_floor NaN", "llm: {bandit_floor: .nan}", "llm.bandit_floor: NaN is not a finite number"},
+		{"novelty_threshold", "database: {novelty_threshold: 1.2}", "database.novelty_threshold: 1.2 is outside [0, 1]"},
 		{"feature_bins per dimension", "database: {feature_bins: {complexity: 0}}", "database.feature_bins.complexity: 0 is less than the minimum, 1"},
 		{"feature_dimensions empty", "database: {feature_dimensions: []}", "database.feature_dimensions: is empty; want at least one, such as complexity"},
 		{"feature_dimensions repeated", "database: {feature_dimensions: [score, score]}", `database.feature_dimensions[1]: "score" is listed twice`},
@@ -511,6 +518,11 @@ func TestParseValues(t *testing.T) {
 		{"command", `evaluator: {command: [./score, --in, "{program}"]}`,
 			func(c *Config) any { return c.Evaluator.Command }, []string{"./score", "--in", "{program}"}},
 		{"evaluator file", `evaluator: {file: eval/main.py}`, func(c *Config) any { return c.Evaluator.File }, "eval/main.py"},
+		{"model selection default", ``, func(c *Config) any { return c.LLM.ModelSelection }, ModelSelectionWeights},
+		{"model selection bandit", `llm: {model_selection: bandit, bandit_discount: 0.99, bandit_floor: 0.2}`,
+			func(c *Config) any { return [3]any{c.LLM.ModelSelection, c.LLM.BanditDiscount, c.LLM.BanditFloor} }, [3]any{"bandit", 0.99, 0.2}},
+		{"novelty off by default", ``, func(c *Config) any { return c.Database.NoveltyThreshold }, 0.0},
+		{"novelty threshold", `database: {novelty_threshold: 1}`, func(c *Config) any { return c.Database.NoveltyThreshold }, 1.0},
 		{"feature dimensions", `database: {feature_dimensions: [score, speed]}`,
 			func(c *Config) any { return c.Database.FeatureDimensions }, []string{"score", "speed"}},
 		{"anchor and merge", `

@@ -89,6 +89,9 @@ func llmSchema(l *LLM, x *llmExtra) schema {
 				sub: func() schema { return modelSchema(new(Model)) }, list: true},
 			{name: "evaluator_models", set: func(d *decoder, n *yaml.Node, key string) { x.evaluatorModels = d.models(n, key) },
 				sub: func() schema { return modelSchema(new(Model)) }, list: true},
+			{name: "model_selection", set: stringTo(&l.ModelSelection)},
+			{name: "bandit_discount", set: floatTo(&l.BanditDiscount)},
+			{name: "bandit_floor", set: floatTo(&l.BanditFloor)},
 			{name: "api_base", set: stringTo(&l.APIBase)},
 			{name: "api_key", set: stringTo(&l.APIKey)},
 			{name: "temperature", set: floatTo(&l.Temperature)},
@@ -278,6 +281,7 @@ func databaseSchema(db *Database) schema {
 			{name: "migration_interval", set: intTo(&db.MigrationInterval)},
 			{name: "migration_rate", set: floatTo(&db.MigrationRate)},
 			{name: "similarity_threshold", set: floatTo(&db.SimilarityThreshold)},
+			{name: "novelty_threshold", set: floatTo(&db.NoveltyThreshold)},
 		},
 		ignored: []ignored{
 			{name: "db_path", why: "shoal keeps the population in JetStream"},

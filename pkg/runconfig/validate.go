@@ -56,6 +56,18 @@ func (c *Config) problems() []*FieldError {
 		v.add("llm.models", "is empty; want at least one model")
 	}
 	v.models("llm.models", l.Models, l)
+	switch l.ModelSelection {
+	case ModelSelectionWeights, ModelSelectionBandit:
+	default:
+		v.add("llm.model_selection", "%q is not one of %s (by weight), %s (by the improvements each model makes)",
+			l.ModelSelection, ModelSelectionWeights, ModelSelectionBandit)
+	}
+	if v.finite("llm.bandit_discount", l.BanditDiscount) && (l.BanditDiscount <= 0 || l.BanditDiscount > 1) {
+		v.add("llm.bandit_discount", "%s is not in (0, 1]; want a factor such as 0.99 (1 never forgets)", num(l.BanditDiscount))
+	}
+	if v.finite("llm.bandit_floor", l.BanditFloor) && (l.BanditFloor < 0 || l.BanditFloor >= 1) {
+		v.add("llm.bandit_floor", "%s is not in [0, 1); want the least share of tasks every model keeps, such as 0.1", num(l.BanditFloor))
+	}
 	v.models("llm.evaluator_models", l.EvaluatorModels, l)
 
 	p := c.Prompt
@@ -83,6 +95,7 @@ func (c *Config) problems() []*FieldError {
 	v.atLeast("database.migration_interval", int64(db.MigrationInterval), 1)
 	v.ratio("database.migration_rate", db.MigrationRate)
 	v.ratio("database.similarity_threshold", db.SimilarityThreshold)
+	v.ratio("database.novelty_threshold", db.NoveltyThreshold)
 
 	e := c.Evaluator
 	v.positive("evaluator.timeout", e.Timeout)

@@ -532,9 +532,10 @@ func (s *Service) serveSample(msg *nats.Msg) {
 			var smp population.Sample
 			if smp, found = pop.Sample(req.Island, req.NumInspirations, req.Seed); found {
 				reply.Parent, reply.Top, reply.Inspirations, reply.Previous = smp.Parent, smp.Top, smp.Inspirations, smp.Previous
+				reply.Seen = smp.Seen
 				for _, w := range req.More {
 					if smp, ok := pop.Sample(w.Island, req.NumInspirations, w.Seed); ok {
-						reply.More = append(reply.More, protocol.Sample{Parent: smp.Parent, Top: smp.Top, Inspirations: smp.Inspirations, Previous: smp.Previous})
+						reply.More = append(reply.More, protocol.Sample{Parent: smp.Parent, Top: smp.Top, Inspirations: smp.Inspirations, Previous: smp.Previous, Seen: smp.Seen})
 					}
 				}
 			}

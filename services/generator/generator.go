@@ -31,6 +31,7 @@ import (
 
 	"github.com/shoal-run/shoal/pkg/gpu"
 	"github.com/shoal-run/shoal/pkg/natsx"
+	"github.com/shoal-run/shoal/pkg/novelty"
 	"github.com/shoal-run/shoal/pkg/pipeline"
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
@@ -380,9 +381,19 @@ func (s *Service) candidate(ctx context.Context, store *runs.Store, task *protoc
 	if err == nil {
 		err = check(code, task.Parent.Code, spec.Config.MaxCodeLength)
 	}
-	if err != nil {
+	familiar := ""
+	if err == nil {
+		familiar = tooFamiliar(code, task, spec.Config.Database.NoveltyThreshold)
+	}
+	switch {
+	case err != nil:
 		c.Reject(err.Error())
-	} else {
+	case familiar != "":
+		// Skipped before evaluation, and recorded as a rejected result so the run's count
+		// completes; the archive counts it in RunState.NoveltyRejected.
+		c.Reject(familiar)
+		c.Novelty = true
+	default:
 		c.Code, c.Changes = code, summary
 	}
 	c.GenerateMS = time.Since(start).Milliseconds()
@@ -443,6 +454,38 @@ func (s *Service) call(ctx context.Context, b backend, task *protocol.Task, mode
 	}
 	s.metrics.call(context.WithoutCancel(ctx), time.Since(start), tokens, attrs)
 	return code, summary, tokens, err
+}
+
+// tooFamiliar says why code is not worth evaluating under database.novelty_threshold: it is
+// at least that similar to its parent or to a program its island evaluated lately (the
+// sketches the task carries); "" when it is new enough or the threshold is 0.
+func tooFamiliar(code string, task *protocol.Task, threshold float64) string {
+	if threshold <= 0 {
+		return ""
+	}
+	sk := novelty.Of(code)
+	if v := novelty.Similarity(sk, novelty.Of(task.Parent.Code)); v >= threshold {
+		return fmt.Sprintf("novelty: %.3f similar to its parent %s (database.novelty_threshold %g)", v, task.Parent.ID, threshold)
+	}
+	if i, v := novelty.Closest(sk, task.Seen); i >= 0 && v >= threshold {
+		return fmt.Sprintf("novelty: %.3f similar to the %s latest program island %d evaluated (database.novelty_threshold %g)",
+			v, ordinal(i+1), task.Island, threshold)
+	}
+	return ""
+}
+
+func ordinal(n int) string {
+	switch {
+	case n%100 >= 11 && n%100 <= 13:
+		return fmt.Sprintf("%dth", n)
+	case n%10 == 1:
+		return fmt.Sprintf("%dst", n)
+	case n%10 == 2:
+		return fmt.Sprintf("%dnd", n)
+	case n%10 == 3:
+		return fmt.Sprintf("%drd", n)
+	}
+	return fmt.Sprintf("%dth", n)
 }
 
 // check rejects code that is no use to evaluate.

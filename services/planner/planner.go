@@ -541,35 +541,31 @@ type issued struct {
 	model string
 }
 
-// issue publishes tasks until each model has its share in flight or the budget is spent. A
-// refill's tasks are recorded in the runs bucket in one write before any of them is
-// published (see pending), their samples are asked for in one request while that write is
+// issue publishes tasks until the models have their share in flight (picker) or the budget
+// is spent. A refill's tasks are recorded in the runs bucket in one write before any of them
+// is published (see pending), their samples are asked for in one request while that write is
 // made, and they are published together, each publish acknowledged by JetStream: three
 // round trips per refill whatever its size (two one after the other), rather than per task.
 func (s *Service) issue(ctx context.Context, spec *runs.Spec, pst *protocol.PlannerState, st *protocol.RunState, ctl *protocol.RunControl) error {
 	cfg := spec.Config
 	now := time.Now()
 	gens := slices.Collect(maps.Values(s.generators))
-	deficit := map[string]int64{}
-	for _, m := range cfg.LLM.Models {
-		want := inFlightTarget(m, gens, s.cfg.Slack, now)
-		inFlight := max(pst.IssuedByModel[m.Name]-st.ByModel[m.Name], 0)
-		if d := want - inFlight; d > 0 {
-			deficit[m.Name] = d
-		}
-	}
+	picks := newPicker(cfg, gens, pst, st, s.cfg.Slack, now)
 	maxIter := maxIterations(cfg, ctl)
-	for len(deficit) > 0 && (maxIter <= 0 || pst.Issued < maxIter) {
+	for maxIter <= 0 || pst.Issued < maxIter {
 		var tasks []issued
-		for len(deficit) > 0 && (maxIter <= 0 || pst.Issued < maxIter) && len(tasks) < maxRefill {
+		for (maxIter <= 0 || pst.Issued < maxIter) && len(tasks) < maxRefill {
 			n := pst.Issued + 1
-			model := pickModel(cfg, deficit, uint64(cfg.RandomSeed), uint64(n))
+			model, ok := picks.next(uint64(cfg.RandomSeed), uint64(n))
+			if !ok {
+				break
+			}
 			pst.Issued, pst.LastModel = n, model
 			pst.IssuedByModel[model]++
 			tasks = append(tasks, issued{n, model})
-			if deficit[model]--; deficit[model] == 0 {
-				delete(deficit, model)
-			}
+		}
+		if len(tasks) == 0 {
+			break
 		}
 		pst.LastModels = pst.LastModels[:0]
 		for _, t := range tasks {
@@ -729,6 +725,9 @@ func (s *Service) task(ctx context.Context, spec *runs.Spec, t issued, sample *p
 		Parent:    protocol.Program{ID: sample.Parent.ID, Code: sample.Parent.Code, Generation: sample.Parent.Generation, Island: sample.Parent.Island},
 		Seed:      taskSeed(cfg, t.n),
 		CreatedAt: time.Now().UTC(),
+	}
+	if cfg.Database.NoveltyThreshold > 0 {
+		task.Seen = sample.Seen // the generator skips a child too like one of these
 	}
 	task.SetDefaults(cfg.DiffBasedEvolution, cfg.Language)
 	// A task carries what its backend reads, no more: every stage decodes it, and programs

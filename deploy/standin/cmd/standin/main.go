@@ -30,6 +30,7 @@ func main() {
 	flag.StringVar(&cfg.Mode, "mode", "perturb", "perturb: a Gaussian step on one numeric literal; noise: a wild jump")
 	flag.Float64Var(&cfg.Step, "step", 0.1, "relative standard deviation of a perturbation")
 	flag.Uint64Var(&cfg.Seed, "seed", 0, "seed of the replies")
+	flag.IntVar(&cfg.Digits, "digits", 6, "significant digits a moved literal is written with (fewer: more duplicate edits)")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 

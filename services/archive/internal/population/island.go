@@ -26,6 +26,8 @@ type island struct {
 	migrations  int64
 	// recent holds the latest attempts, oldest first, for "previous attempts" in prompts.
 	recent []protocol.Program
+	// seen holds the novelty sketches of the latest evaluated programs, newest first.
+	seen []string
 }
 
 func newIsland(id int) *island {

@@ -139,6 +139,16 @@ func (p *Population) Fold(r *protocol.Result, seq uint64) Outcome {
 	}
 	if !seed {
 		isl.remember(attempt(r, isl.id, score), p.recentCap())
+		p.account(r, score)
+	}
+	if r.Status != protocol.StatusRejected {
+		if seed { // a seed is on every island
+			for _, t := range p.islands {
+				p.noteSeen(t, c.Code)
+			}
+		} else {
+			p.noteSeen(isl, c.Code)
+		}
 	}
 	p.trackImprovement(r, score)
 
@@ -427,6 +437,7 @@ func worse(a, b *member) bool {
 func (p *Population) State() protocol.RunState {
 	s := p.state
 	s.ByModel = maps.Clone(p.state.ByModel)
+	s.Models = maps.Clone(p.state.Models)
 	s.Islands = make([]protocol.IslandState, len(p.islands))
 	for i, isl := range p.islands {
 		is := protocol.IslandState{Island: i, Programs: len(isl.members), Cells: len(isl.grid), Migrations: isl.migrations}

@@ -33,6 +33,9 @@ type Sample struct {
 	Inspirations []protocol.Program
 	// Previous is the island's latest attempts, newest first, without their code.
 	Previous []protocol.Program
+	// Seen is the novelty sketches of the island's latest evaluated programs, newest first
+	// (only when database.novelty_threshold is above 0).
+	Seen []string
 }
 
 // Sample draws from island a parent and the programs to show with it; numInspirations (or
@@ -46,7 +49,7 @@ func (p *Population) Sample(island, numInspirations int, seed int64) (Sample, bo
 	}
 	rng := rand.New(rand.NewPCG(uint64(seed), uint64(p.cfg.RandomSeed)^0x5eed))
 	db := p.cfg.Database
-	s := Sample{Island: isl.id}
+	s := Sample{Island: isl.id, Seen: slices.Clone(isl.seen)}
 	var parent *member
 	switch r := rng.Float64(); {
 	case r < db.ExplorationRatio:

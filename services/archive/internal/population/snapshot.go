@@ -47,6 +47,7 @@ type snapIsland struct {
 	Generations int64              `json:"generations"`
 	Migrations  int64              `json:"migrations"`
 	Recent      []protocol.Program `json:"recent,omitempty"`
+	Seen        []string           `json:"seen,omitempty"`
 }
 
 type snapAxis struct {
@@ -77,7 +78,7 @@ func (p *Population) Snapshot() ([]byte, error) {
 		s.Programs = append(s.Programs, snapMember{Program: m.Program, Order: m.order, Raw: m.raw, CopyOf: m.copyOf, Cell: m.cell})
 	}
 	for _, isl := range p.islands {
-		si := snapIsland{Members: make([]string, len(isl.members)), Generations: isl.generations, Migrations: isl.migrations, Recent: isl.recent}
+		si := snapIsland{Members: make([]string, len(isl.members)), Generations: isl.generations, Migrations: isl.migrations, Recent: isl.recent, Seen: isl.seen}
 		for i, m := range isl.members {
 			si.Members[i] = m.ID
 		}
@@ -178,7 +179,7 @@ func Restore(run string, cfg *runconfig.Config, data []byte) (*Population, error
 	}
 	for i, si := range s.Islands {
 		isl := p.islands[i]
-		isl.generations, isl.migrations, isl.recent = si.Generations, si.Migrations, si.Recent
+		isl.generations, isl.migrations, isl.recent, isl.seen = si.Generations, si.Migrations, si.Recent, si.Seen
 		for _, id := range si.Members {
 			m, err := find(id)
 			if err != nil {
