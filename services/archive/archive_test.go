@@ -38,6 +38,7 @@ database:
   migration_interval: 4
   feature_dimensions: [complexity, diversity, speed]
   feature_bins: {complexity: 5, diversity: 5, speed: 3}
+  novelty_threshold: 1
 `
 
 // env is an embedded NATS server with the test run's spec in the runs bucket.
@@ -494,6 +495,9 @@ func TestBatchedSampleAnswersEachAsAloneAndFitsInOneReply(t *testing.T) {
 		b, _ := json.Marshal(got[i])
 		if string(a) != string(b) {
 			t.Errorf("sample %d (island %d, seed %d) in a batch:\n%s\nalone:\n%s", i, w.Island, w.Seed, b, a)
+		}
+		if len(got[i].Seen) == 0 {
+			t.Errorf("sample %d (island %d) of a batch carries no novelty sketches: the generator could not skip a duplicate of its island", i, w.Island)
 		}
 	}
 
