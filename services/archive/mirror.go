@@ -88,26 +88,14 @@ func (m *Mirror) Grid() Grid {
 	return g
 }
 
-// Ancestor is one program of a lineage.
-type Ancestor struct {
-	ID         string          `json:"id"`
-	ParentID   string          `json:"parent_id,omitempty"`
-	Copy       bool            `json:"copy,omitempty"` // a seed or migrant copied from ParentID
-	Generation int             `json:"generation"`
-	Island     int             `json:"island"`
-	Iteration  int64           `json:"iteration,omitempty"`
-	Status     protocol.Status `json:"status"`
-	Score      float64         `json:"score"`
-}
+// Ancestor is one program of a lineage: what the archive keeps of every program, evicted or
+// not.
+type Ancestor = population.Lineage
 
 // Ancestry returns id's lineage back to its seed: id first, then its parent, and so on.
 // Evicted programs are in it too: the archive keeps every program's lineage.
 func (m *Mirror) Ancestry(id string) []Ancestor {
-	var out []Ancestor
-	for _, l := range m.pop.Ancestry(id) {
-		out = append(out, Ancestor(l))
-	}
-	return out
+	return m.pop.Ancestry(id)
 }
 
 // sortedValues returns the map's values in the order of their keys, so a grid reads the
