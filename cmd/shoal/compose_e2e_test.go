@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +30,9 @@ import (
 // TestCompose runs the deployment of compose.yaml as the README's "docker compose" section
 // shows it, from the images `make images` built, and prints each step's outcome and time:
 // up with one generator; a run seeded from the host with `shoal seed` and a program added with
-// a plain NATS publish as the seeder; the run to its budget with a better best than its seed;
+// a plain NATS publish as the seeder; the run to its budget with a better best than its seed,
+// and the compose ui service showing it to the seeder's credentials (and refusing a request
+// without them);
 // then up with 4 generators, the same run shape again (results/s with 1 and 4 generators), and
 // a run whose model the generators launch (deploy/compose/launch.yaml, the `standin` profile
 // of deploy/compose/profiles.yaml: a 12.5 GiB Q8 variant on 2 cards or a Q4 one on 1, on the
@@ -51,11 +54,13 @@ func TestCompose(t *testing.T) {
 		}
 	}
 	project := "shoal-e2e"
-	port := freePort(t)
+	port, uiPort := freePort(t), freePort(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	stateDir := t.TempDir() // the credentials this deployment gets as secrets
 	env := append(os.Environ(),
-		"SHOAL_STATE_DIR="+t.TempDir(), // the credentials this deployment gets as secrets
+		"SHOAL_STATE_DIR="+stateDir,
 		"SHOAL_NATS_PORT="+strconv.Itoa(port),
+		"SHOAL_UI_PORT="+strconv.Itoa(uiPort),
 		"SHOAL_NATS_URL="+url,
 		"COMPOSE_PROJECT_NAME="+project,
 	)
@@ -224,6 +229,8 @@ func TestCompose(t *testing.T) {
 		step("step 3: the best score improved: %.4f -> %.4f", st.SeedScore, st.BestScore)
 	}
 	step("shoal status:\n%s", run(shoal, "status"))
+	checkComposeUI(t, uiPort, stateDir, runID, st)
+	step("step 3: the web UI (compose's ui service, logged in as the seeder) shows run %s with its best %.4f", runID, st.BestScore)
 
 	// Step 4: scale to 4 generators. The same run shape again, then a run that launches a
 	// 12.5 GiB model (Q8 on 2 cards, or Q4 on one) on the declared 4×11 GiB inventory.
@@ -556,4 +563,63 @@ func clusterResults(ctx context.Context, js jetstream.JetStream, names protocol.
 			return out, nil
 		}
 	}
+}
+
+// checkComposeUI asks the compose deployment's web UI for its runs with the seeder's
+// credentials, as a browser would, until it shows run with st's evaluations and best score
+// (the UI folds RESULTS on its own, so it may be a moment behind the archive); a request
+// without them must be refused.
+func checkComposeUI(t *testing.T, port int, stateDir, run string, st *protocol.RunState) {
+	t.Helper()
+	password, err := os.ReadFile(filepath.Join(stateDir, "credentials", "seeder.password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/api/runs", port)
+	get := func(auth bool) (*http.Response, error) {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return nil, err
+		}
+		if auth {
+			req.SetBasicAuth("seeder", strings.TrimSpace(string(password)))
+		}
+		return http.DefaultClient.Do(req)
+	}
+	type summary struct {
+		Run         string  `json:"run"`
+		Evaluations int64   `json:"evaluations"`
+		Best        float64 `json:"best"`
+	}
+	var last string
+	deadline := time.Now().Add(2 * time.Minute)
+	for ; time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		resp, err := get(true)
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		var runs []summary
+		err = json.NewDecoder(resp.Body).Decode(&runs)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || err != nil {
+			last = fmt.Sprintf("%s: %v", resp.Status, err)
+			continue
+		}
+		last = fmt.Sprintf("%+v", runs)
+		for _, r := range runs {
+			if r.Run == run && r.Best == st.BestScore {
+				resp, err := get(false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusUnauthorized {
+					t.Errorf("the UI without credentials answered %s; want 401", resp.Status)
+				}
+				return
+			}
+		}
+	}
+	t.Fatalf("the compose UI never showed run %s with best %.4f; last answer: %s", run, st.BestScore, last)
 }
