@@ -7,6 +7,7 @@ require (
 	github.com/shoal-run/shoal/pkg v0.0.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/trace v1.47.0
+	gonum.org/v1/gonum v0.17.0
 )
 
 require (

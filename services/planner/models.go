@@ -1,9 +1,10 @@
 package planner
 
 import (
-	"math"
 	"math/rand/v2"
 	"time"
+
+	"gonum.org/v1/gonum/stat/distuv"
 
 	"github.com/shoal-run/shoal/pkg/protocol"
 	"github.com/shoal-run/shoal/pkg/runconfig"
@@ -93,36 +94,10 @@ func banditModel(cfg *runconfig.Config, stats map[string]protocol.ModelStats, se
 		prior := 0.5 * m.Weight / top
 		a := 1 + priorPulls*prior + max(st.Reward, 0)
 		b := 1 + priorPulls*(1-prior) + max(st.Pulls-st.Reward, 0)
-		if v := betaDraw(rng, a, b); v > best {
+		if v := (distuv.Beta{Alpha: a, Beta: b, Src: rng}).Rand(); v > best {
 			best, pick = v, m.Name
 		}
 	}
 	return pick
 }
 
-// betaDraw draws from Beta(a, b), a, b ≥ 1, as X/(X+Y) of two Gamma draws.
-func betaDraw(rng *rand.Rand, a, b float64) float64 {
-	x, y := gammaDraw(rng, a), gammaDraw(rng, b)
-	if x+y == 0 {
-		return 0.5
-	}
-	return x / (x + y)
-}
-
-// gammaDraw draws from Gamma(shape, 1), shape ≥ 1 (Marsaglia and Tsang, 2000).
-func gammaDraw(rng *rand.Rand, shape float64) float64 {
-	d := shape - 1.0/3
-	c := 1 / math.Sqrt(9*d)
-	for {
-		x := rng.NormFloat64()
-		v := 1 + c*x
-		if v <= 0 {
-			continue
-		}
-		v = v * v * v
-		u := rng.Float64()
-		if u < 1-0.0331*x*x*x*x || math.Log(u) < 0.5*x*x+d*(1-v+math.Log(v)) {
-			return d * v
-		}
-	}
-}
