@@ -100,4 +100,3 @@ func banditModel(cfg *runconfig.Config, stats map[string]protocol.ModelStats, se
 	}
 	return pick
 }
-
