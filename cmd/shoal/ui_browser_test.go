@@ -65,9 +65,9 @@ func TestBrowserShowsALiveRun(t *testing.T) {
 	root := rootCmd()
 	root.SetArgs([]string{"up", "--state-dir", state, "--listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
 		"--ui", fmt.Sprintf("127.0.0.1:%d", uiPort), "--gpus", "none", "--iterations", "600", "--stay"})
-	var out bytes.Buffer
-	root.SetOut(&syncWriter{w: &out})
-	root.SetErr(&syncWriter{w: &out})
+	var out syncBuffer // read while up writes to it
+	root.SetOut(&out)
+	root.SetErr(&out)
 	upDone := make(chan error, 1)
 	go func() { upDone <- root.ExecuteContext(upCtx) }()
 	t.Cleanup(func() {
