@@ -33,7 +33,8 @@ func TestChart(t *testing.T) {
 	names := protocol.Names{Prefix: "shoal"}
 	renders := []render{
 		{name: "defaults", check: func(t *testing.T, m manifests) {
-			m.wantKinds(t, "Secret", "Deployment", "Deployment", "Deployment", "Deployment", "Job")
+			m.wantKinds(t, "Secret", "Service", "Deployment", "Deployment", "Deployment", "Deployment", "Deployment", "Job")
+			checkUI(t, m.deployment(t, "shoal-ui"), "shoal-nats")
 			for _, role := range []string{"planner", "archive", "evaluator", "generator"} {
 				d := m.deployment(t, "shoal-"+role)
 				checkService(t, d, role, "shoal-nats", "nats://shoal-nats.default.svc:4222")
@@ -102,7 +103,8 @@ func TestChart(t *testing.T) {
 			"credentials.existingSecret=my-nats", "image.registry=registry.example/team/", "image.tag=v1.2.3",
 			"provision.enabled=false",
 		}, check: func(t *testing.T, m manifests) {
-			m.wantKinds(t, "ConfigMap", "Deployment", "Deployment", "Deployment", "Deployment")
+			m.wantKinds(t, "ConfigMap", "Service", "Deployment", "Deployment", "Deployment", "Deployment", "Deployment")
+			checkUI(t, m.deployment(t, "shoal-ui"), "my-nats")
 			g := m.deployment(t, "shoal-generator")
 			checkService(t, g, "generator", "my-nats", "nats://shoal-nats.default.svc:4222")
 			wantGPUs(t, g, "")
@@ -202,6 +204,38 @@ func TestNATSUsers(t *testing.T) {
 		if key > v[1] {
 			t.Errorf("env %s sorts after %s, which reads it", key, v[1])
 		}
+	}
+}
+
+// checkUI checks the web UI's Deployment: `shoal ui` logged in as the seeder with the
+// seeder's key of the Secret, probed on its port, bounded, not root.
+func checkUI(t *testing.T, d *appsv1.Deployment, secret string) {
+	t.Helper()
+	ps := d.Spec.Template.Spec
+	if len(ps.Containers) != 1 {
+		t.Fatalf("%s: got %d containers, want 1", d.Name, len(ps.Containers))
+	}
+	c := ps.Containers[0]
+	if len(c.Args) == 0 || c.Args[0] != "ui" || c.ReadinessProbe == nil || c.LivenessProbe == nil {
+		t.Errorf("%s: want `shoal ui` with readiness and liveness probes; got args %q", d.Name, c.Args)
+	}
+	if env := envOf(c, "SHOAL_NATS_USER"); env == nil || env.Value != "seeder" {
+		t.Errorf("%s: NATS user %+v, want seeder", d.Name, env)
+	}
+	if c.Resources.Limits.Memory().IsZero() {
+		t.Errorf("%s: want a memory limit, got %+v", d.Name, c.Resources)
+	}
+	var found bool
+	for _, v := range ps.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == secret && len(v.Secret.Items) == 1 && v.Secret.Items[0].Key == "seeder" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("%s: want the seeder's key of Secret %s mounted, and no other; volumes %+v", d.Name, secret, ps.Volumes)
+	}
+	if ps.SecurityContext == nil || ps.SecurityContext.RunAsNonRoot == nil || !*ps.SecurityContext.RunAsNonRoot {
+		t.Errorf("%s: want runAsNonRoot", d.Name)
 	}
 }
 
