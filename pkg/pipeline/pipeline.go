@@ -21,6 +21,10 @@ import (
 	"github.com/shoal-run/shoal/pkg/protocol"
 )
 
+// fetchWait is how long one pull waits for messages: the longest a stopping Consume waits for
+// its last pull to end.
+const fetchWait = time.Second
+
 // Handler processes one message. It must be safe to run twice on the same message: a crash
 // between its effect and the ack redelivers the message.
 type Handler func(ctx context.Context, msg jetstream.Msg) error
@@ -154,12 +158,13 @@ func Consume(ctx context.Context, cons jetstream.Consumer, cfg Config, h Handler
 				break more
 			}
 		}
-		// FetchContext and FetchMaxWait cannot be combined (ErrInvalidOption): the pull waits
-		// at most a second and ends at once on shutdown through one context.
-		fetchCtx, cancelFetch := context.WithTimeout(ctx, time.Second)
-		batch, err := cons.Fetch(free, jetstream.FetchContext(fetchCtx))
+		// The pull waits at most fetchWait and is never abandoned: a pull request cancelled on
+		// the client stays on the server until it expires, and a message delivered to it in
+		// that window reaches nobody and waits out the consumer's AckWait before another
+		// delivery (30 s for the generator's tasks). So shutdown lets the pull end on its
+		// own (at most fetchWait) and hands back at once what it brings.
+		batch, err := cons.Fetch(free, jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
-			cancelFetch()
 			for range free {
 				slots <- struct{}{}
 			}
@@ -175,6 +180,11 @@ func Consume(ctx context.Context, cons jetstream.Consumer, cfg Config, h Handler
 		}
 		got := 0
 		for msg := range batch.Messages() {
+			if ctx.Err() != nil {
+				// Shutting down: another replica takes it now, not after AckWait.
+				_ = msg.Nak()
+				continue
+			}
 			got++
 			wg.Add(1)
 			go func() {
@@ -183,11 +193,10 @@ func Consume(ctx context.Context, cons jetstream.Consumer, cfg Config, h Handler
 				handle(work, msg, cfg, dl, maxDeliver, h)
 			}()
 		}
-		cancelFetch()
 		for range free - got {
 			slots <- struct{}{}
 		}
-		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 			// A pull pending when the consumer is deleted ends with ErrConsumerDeleted; later
 			// pulls find no responder at all.
 			if errors.Is(err, nats.ErrNoResponders) {

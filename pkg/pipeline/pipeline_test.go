@@ -404,3 +404,34 @@ func TestConsumerDeleted(t *testing.T) {
 		})
 	}
 }
+
+// TestStopLeavesNoPullBehind: a message published just after a Consume stopped is delivered
+// to the next Consume at its first delivery, not lost into a pull request the stopped one
+// left on the server, where it would wait out the consumer's AckWait (2 minutes here) before
+// anyone saw it. Each round stops a Consume whose pull is waiting, publishes at once, and
+// starts the next.
+func TestStopLeavesNoPullBehind(t *testing.T) {
+	f := newFixture(t, 2*time.Minute)
+	var d deliveries
+	h := func(_ context.Context, msg jetstream.Msg) error { d.add(msg); return nil }
+	for round := range 3 {
+		stop := f.consume(t, pipeline.Config{Name: "first", Concurrency: 4}, h)
+		eventually(t, 10*time.Second, "the consumer's pull is not waiting", func() bool { return f.consumerInfo(t).NumWaiting > 0 })
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		id := protocol.TaskID("r1", int64(round))
+		if _, err := f.env.JS.Publish(f.ctx, f.env.Names.Task("r1", model), []byte(id), jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+		stop = f.consume(t, pipeline.Config{Name: "next", Concurrency: 4}, h)
+		eventually(t, 20*time.Second, fmt.Sprintf("round %d: the message published after a stop never reached the next Consume", round),
+			func() bool { return len(d.get()) == round+1 })
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if got := d.get()[round]; got != 1 {
+			t.Fatalf("round %d: handled at delivery %d, want its first", round, got)
+		}
+	}
+}
