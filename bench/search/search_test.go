@@ -74,7 +74,7 @@ func TestBanditMovesTasksToTheUsefulModel(t *testing.T) {
 		}
 	}
 	for _, m := range []string{"useful", "noise"} {
-		if got := st.Models[m].Evaluations; got != count[m] {
+		if got := st.ByModel[m]; got != count[m] {
 			t.Errorf("run state counts %d results of %s, RESULTS holds %d", got, m, count[m])
 		}
 	}

@@ -39,13 +39,13 @@ func searchLine(st *protocol.RunState) string {
 	var parts []string
 	if len(st.Models) > 1 {
 		var total int64
-		for _, m := range st.Models {
-			total += m.Evaluations
+		for name := range st.Models {
+			total += st.ByModel[name]
 		}
 		for _, name := range slices.Sorted(maps.Keys(st.Models)) {
 			m := st.Models[name]
 			parts = append(parts, fmt.Sprintf("%s %d results (%.0f%%), %d improved on their parent",
-				name, m.Evaluations, 100*float64(m.Evaluations)/float64(max(total, 1)), m.Improvements))
+				name, st.ByModel[name], 100*float64(st.ByModel[name])/float64(max(total, 1)), m.Improvements))
 		}
 	}
 	if st.NoveltyRejected > 0 {

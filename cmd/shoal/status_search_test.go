@@ -14,9 +14,9 @@ func TestSearchLine(t *testing.T) {
 		st   protocol.RunState
 		want string
 	}{
-		{"one model, nothing skipped", protocol.RunState{Models: map[string]protocol.ModelStats{"m": {Evaluations: 9}}}, ""},
-		{"two models and skipped candidates", protocol.RunState{NoveltyRejected: 4, Models: map[string]protocol.ModelStats{
-			"useful": {Evaluations: 90, Improvements: 30}, "noise": {Evaluations: 10}}},
+		{"one model, nothing skipped", protocol.RunState{ByModel: map[string]int64{"m": 9}, Models: map[string]protocol.ModelStats{"m": {}}}, ""},
+		{"two models and skipped candidates", protocol.RunState{NoveltyRejected: 4, ByModel: map[string]int64{"useful": 90, "noise": 10},
+			Models: map[string]protocol.ModelStats{"useful": {Improvements: 30}, "noise": {}}},
 			"noise 10 results (10%), 0 improved on their parent; useful 90 results (90%), 30 improved on their parent; novelty_rejected 4 (evaluations saved)"},
 	}
 	for _, tc := range tests {

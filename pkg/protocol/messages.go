@@ -319,13 +319,12 @@ type RunState struct {
 	NoveltyRejected int64 `json:"novelty_rejected,omitempty"`
 }
 
-// ModelStats is one model's accounting in RunState.Models. Evaluations and Improvements count
-// every folded result of the model (Improvements: those that scored above their parent);
+// ModelStats is one model's accounting in RunState.Models (its folded results are
+// RunState.ByModel). Improvements counts those that scored above their parent;
 // Reward and Pulls are the discounted sums the bandit reads: each folded result multiplies
 // every model's by llm.bandit_discount, then adds the result's reward in [0, 1] (its gain over
 // its parent, scaled by the run's typical gain) and 1 to its own model's.
 type ModelStats struct {
-	Evaluations  int64   `json:"evaluations"`
 	Improvements int64   `json:"improvements"`
 	Reward       float64 `json:"reward"`
 	Pulls        float64 `json:"pulls"`

@@ -48,7 +48,6 @@ func (p *Population) account(r *protocol.Result, score float64) {
 		}
 	}
 	st := p.state.Models[c.Model]
-	st.Evaluations++
 	if gain > 0 {
 		st.Improvements++
 	}

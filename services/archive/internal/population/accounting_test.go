@@ -34,8 +34,8 @@ func TestModelAccountingWeighsGainsAndCountsOnce(t *testing.T) {
 	p := foldAll(cfg, rs)
 	st := p.State()
 	good, bad := st.Models["good"], st.Models["bad"]
-	if good.Evaluations != 3 || good.Improvements != 3 || bad.Evaluations != 2 || bad.Improvements != 0 {
-		t.Fatalf("good %+v, bad %+v; want 3 results and 3 improvements, 2 and 0", good, bad)
+	if st.ByModel["good"] != 3 || good.Improvements != 3 || st.ByModel["bad"] != 2 || bad.Improvements != 0 {
+		t.Fatalf("good %d results %+v, bad %d results %+v; want 3 results and 3 improvements, 2 and 0", st.ByModel["good"], good, st.ByModel["bad"], bad)
 	}
 	if bad.Reward != 0 || good.Reward <= 0 {
 		t.Errorf("rewards: good %.3f, bad %.3f; want good above 0, bad 0", good.Reward, bad.Reward)
