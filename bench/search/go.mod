@@ -3,7 +3,7 @@ module github.com/shoal-run/shoal/bench/search
 go 1.26.0
 
 require (
-	github.com/nats-io/nats.go v1.55.0
+	github.com/nats-io/nats.go v1.56.0
 	github.com/shoal-run/shoal/examples v0.0.0
 	github.com/shoal-run/shoal/pkg v0.0.0
 	github.com/shoal-run/shoal/services/archive v0.0.0
