@@ -119,9 +119,9 @@ func TestTakeoverAfterDeath(t *testing.T) {
 		t.Fatalf("takeover: %v", w.err)
 	}
 	release(t, w.lease)
-	// The last renewal was at most TTL/3 before the death; allow 500ms for a busy machine.
-	if took := w.at.Sub(died); took > ttl+500*time.Millisecond {
-		t.Errorf("takeover %v after the holder died, want within TTL %v + 500ms", took, ttl)
+	// The last renewal was at most TTL/3 before the death; allow 2s for a loaded machine.
+	if took := w.at.Sub(died); took > ttl+2*time.Second {
+		t.Errorf("takeover %v after the holder died, want within TTL %v + 2s", took, ttl)
 	}
 	// Fencing: the old holder knew it had lost the lease before anyone else held it.
 	select {
@@ -184,7 +184,7 @@ func TestReleaseHandsOver(t *testing.T) {
 			t.Fatalf("standby: %v", w.err)
 		}
 		release(t, w.lease)
-		if took := w.at.Sub(released); took > time.Second {
+		if took := w.at.Sub(released); took > 3*time.Second {
 			t.Errorf("standby took over %v after the release, want at once (well under the %v TTL)", took, ttl)
 		}
 	case <-time.After(5 * time.Second):

@@ -124,8 +124,8 @@ func TestCrashedWaiterLeavesTheQueueWithinTTL(t *testing.T) {
 	if early := ghostUntil.Sub(granted); early > 0 {
 		t.Errorf("b granted %s before the crashed waiter ahead of it expired", early)
 	}
-	if late := granted.Sub(ghostUntil); late > 500*time.Millisecond {
-		t.Errorf("b granted %s after the crashed waiter ahead of it expired, want within 500ms", late)
+	if late := granted.Sub(ghostUntil); late > 2*time.Second { // generous, for a loaded machine
+		t.Errorf("b granted %s after the crashed waiter ahead of it expired, want within 2s", late)
 	}
 	if queued(mustRead(t, kv, host), "ghost") {
 		t.Errorf("the expired waiter is still in the queue")
