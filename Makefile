@@ -23,6 +23,7 @@ SEARCH_MODEL_EVALS ?= 3000
 SEARCH_MODEL_SEEDS ?= 3
 SEARCH_METHODS ?= evolution,standin
 SEARCH_CONCURRENCY ?= 4
+SEARCH_MODEL_PLOT ?= docs/bench-search-model.svg
 # bench-search-bandit and bench-search-novelty: issue 16's model choice and novelty rejection on
 # the same problem and database (docs/benchmarks.md).
 SEARCH_BANDIT_EVALS ?= 1000
@@ -64,10 +65,11 @@ bench-pipeline: build ## pipeline cost per candidate against raw JetStream, eval
 bench-search: ## search quality: evolution vs random search, mean best score over seeds; table, and the plot in docs/bench-search.svg
 	go run ./bench/search -evals $(SEARCH_EVALS) -seeds $(SEARCH_SEEDS) -plot docs/bench-search.svg
 
-bench-search-model: ## search with a model: openai backend vs the perturb stand-in next to mutate, issue 16's config (SEARCH_MODEL_EVALS, SEARCH_MODEL_SEEDS, SEARCH_METHODS, SEARCH_CONCURRENCY)
+bench-search-model: ## search with a model: openai backend vs the perturb stand-in next to mutate, issue 16's config; table, and the plot in docs/bench-search-model.svg (SEARCH_MODEL_EVALS, SEARCH_MODEL_SEEDS, SEARCH_METHODS, SEARCH_CONCURRENCY, SEARCH_MODEL_PLOT)
 	go run ./bench/search -problems bench/search/testdata/polynomial_fit -methods $(SEARCH_METHODS) \
 		-evals $(SEARCH_MODEL_EVALS) -seeds $(SEARCH_MODEL_SEEDS) -checkpoints 1000,3000,10000 \
-		-islands 3 -population 200 -migration-interval 20 -concurrency $(SEARCH_CONCURRENCY) -diagnose
+		-islands 3 -population 200 -migration-interval 20 -concurrency $(SEARCH_CONCURRENCY) -diagnose \
+		-plot $(SEARCH_MODEL_PLOT)
 
 bench-search-bandit: ## model choice: a useful and a noise stand-in of equal weight, llm.model_selection weights vs bandit; best score and each model's share of evaluations (SEARCH_BANDIT_EVALS, SEARCH_BANDIT_SEEDS)
 	go run ./bench/search -problems bench/search/testdata/polynomial_fit -methods weights,bandit \

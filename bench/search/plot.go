@@ -17,7 +17,15 @@ var methodColors = map[method]color.RGBA{
 	evolution: {R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 	random:    {R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
 	standin:   {R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	novelty:   {R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+	weights:   {R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	bandit:    {R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
 }
+
+// maxPlotPoints bounds the points drawn of one curve: a 10,000-evaluation run keeps every
+// change of its best and one point in every len/maxPlotPoints besides, so the plot stays a
+// few hundred kilobytes and loses no step.
+const maxPlotPoints = 1000
 
 // writePlot draws one panel per problem: each method's mean best score against evaluations,
 // with a band of ± one standard deviation over the seeds, as SVG or, with png set, PNG.
@@ -34,16 +42,21 @@ func writePlot(w io.Writer, png bool, order []string, methods []method, out outc
 		p.Add(plotter.NewGrid())
 		for _, m := range methods {
 			s := summarize(out[name][m])
-			mean := make(plotter.XYs, len(s.mean))
-			band := make(plotter.XYs, 0, 2*len(s.mean))
-			for k := range s.mean {
-				mean[k] = plotter.XY{X: float64(k), Y: s.mean[k]}
+			ks := plotIndices(s.mean, s.sd)
+			mean := make(plotter.XYs, len(ks))
+			band := make(plotter.XYs, 0, 2*len(ks))
+			for i, k := range ks {
+				mean[i] = plotter.XY{X: float64(k), Y: s.mean[k]}
 				band = append(band, plotter.XY{X: float64(k), Y: s.mean[k] + s.sd[k]})
 			}
-			for k := len(s.mean) - 1; k >= 0; k-- {
+			for i := len(ks) - 1; i >= 0; i-- {
+				k := ks[i]
 				band = append(band, plotter.XY{X: float64(k), Y: s.mean[k] - s.sd[k]})
 			}
-			c := methodColors[m]
+			c, ok := methodColors[m]
+			if !ok {
+				c = color.RGBA{A: 0xff}
+			}
 			poly, err := plotter.NewPolygon(band)
 			if err != nil {
 				return err
@@ -80,4 +93,30 @@ func writePlot(w io.Writer, png bool, order []string, methods []method, out outc
 	}
 	_, err := canvas.WriteTo(w)
 	return err
+}
+
+// plotIndices picks the evaluations of a curve to draw: all of them up to maxPlotPoints;
+// beyond, every stride-th, the last, and each one where the mean or the spread changes, so
+// the steps of a best-so-far curve keep their place.
+func plotIndices(mean, sd []float64) []int {
+	n := len(mean)
+	if n <= maxPlotPoints {
+		ks := make([]int, n)
+		for k := range ks {
+			ks[k] = k
+		}
+		return ks
+	}
+	stride := n / maxPlotPoints
+	ks := make([]int, 0, 2*maxPlotPoints)
+	for k := range n {
+		changed := k > 0 && (mean[k] != mean[k-1] || sd[k] != sd[k-1])
+		if k%stride == 0 || k == n-1 || changed {
+			if changed && k > 0 && (len(ks) == 0 || ks[len(ks)-1] != k-1) {
+				ks = append(ks, k-1) // the level just before the step
+			}
+			ks = append(ks, k)
+		}
+	}
+	return ks
 }
