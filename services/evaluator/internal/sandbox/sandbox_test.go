@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -297,5 +298,32 @@ func waitUIDGone(t *testing.T, uid int) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestJobAllocatesLittle: what a job costs the evaluator's process in memory is what it reads
+// (output, report, reply), not fixed buffers. A 1 MiB buffer per zygote reply and 32 KiB per
+// pipe made every candidate allocate over 1 MiB, zeroed, and brought the collector round
+// every few candidates on a path where each millisecond of CPU counts.
+func TestJobAllocatesLittle(t *testing.T) {
+	z := newZygote(t)
+	run := func() {
+		b := newBox(t)
+		if _, err := z.Run(context.Background(), b, Command{Args: []string{"true"}}); err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	}
+	run() // the first job warms what is made once
+	const jobs = 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range jobs {
+		run()
+	}
+	runtime.ReadMemStats(&after)
+	per := (after.TotalAlloc - before.TotalAlloc) / jobs
+	t.Logf("%d bytes allocated per job", per)
+	if per > 256<<10 {
+		t.Errorf("a job allocates %d KiB, want under 256 KiB", per>>10)
 	}
 }

@@ -219,7 +219,7 @@ func (l *Launcher) Start(ctx context.Context, p *Prepare) (*Zygote, error) {
 	rctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	stop := context.AfterFunc(rctx, func() { _ = ctl.SetReadDeadline(time.Now()) })
-	r, err := z.read()
+	r, err := z.read(make([]byte, maxReplyBytes))
 	stop()
 	if err != nil {
 		z.kill()
@@ -292,14 +292,23 @@ func zygoteEnv() []string {
 	return []string{"PATH=" + path, "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "HOME=/nonexistent"}
 }
 
-func (z *Zygote) read() (reply, error) {
-	buf := make([]byte, 1<<20)
-	n, _, _, _, err := z.ctl.ReadMsgUnix(buf, nil)
+// maxReplyBytes bounds one packet from the zygote. Replies are a few hundred bytes; a
+// traceback in its ready message is the largest.
+const maxReplyBytes = 1 << 20
+
+// read reads one packet into buf, which the caller reuses: a reply is decoded out of it
+// before the next read (a buffer per reply cost every candidate 1 MiB of allocation, zeroed,
+// and the collector's cycles that came with it).
+func (z *Zygote) read(buf []byte) (reply, error) {
+	n, _, flags, _, err := z.ctl.ReadMsgUnix(buf, nil)
 	if err != nil {
 		return reply{}, err
 	}
 	if n == 0 {
 		return reply{}, io.EOF
+	}
+	if flags&syscall.MSG_TRUNC != 0 {
+		return reply{}, fmt.Errorf("zygote reply over %d bytes", len(buf))
 	}
 	var r reply
 	if err := json.Unmarshal(buf[:n], &r); err != nil {
@@ -312,8 +321,9 @@ func (z *Zygote) read() (reply, error) {
 // learns that it died.
 func (z *Zygote) readLoop() {
 	defer close(z.readerD)
+	buf := make([]byte, maxReplyBytes)
 	for {
-		r, err := z.read()
+		r, err := z.read(buf)
 		if err != nil {
 			z.mu.Lock()
 			z.dead = true
@@ -508,9 +518,9 @@ func (z *Zygote) Run(ctx context.Context, box *Box, c Command) (*Outcome, error)
 		limit.max = DefaultOutputLimitBytes
 	}
 	var readers sync.WaitGroup
-	readers.Go(func() { _, _ = io.Copy(limit.counting(stdout), reads[0]) })
-	readers.Go(func() { _, _ = io.Copy(limit.counting(stderr), reads[1]) })
-	readers.Go(func() { _, _ = io.Copy(report, reads[2]) })
+	readers.Go(func() { copyPooled(limit.counting(stdout), reads[0]) })
+	readers.Go(func() { copyPooled(limit.counting(stderr), reads[1]) })
+	readers.Go(func() { copyPooled(report, reads[2]) })
 
 	var late <-chan time.Time
 	if c.Timeout > 0 {
@@ -643,6 +653,22 @@ func (l *outputLimit) counting(w io.Writer) io.Writer {
 		return w.Write(p)
 	})
 }
+
+// copyBuffers are the buffers of copyPooled: each job reads three pipes, and io.Copy from
+// an *os.File into a plain writer allocates 32 KiB for each.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyPooled copies src to dst through a pooled buffer until EOF or an error.
+func copyPooled(dst io.Writer, src io.Reader) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	// Hidden behind a plain Reader, the file's WriteTo (which would allocate its own buffer
+	// for a destination it cannot splice to) is not used; dst writes what it is given.
+	_, _ = io.CopyBuffer(writerOnly{dst}, struct{ io.Reader }{src}, *bp)
+}
+
+// writerOnly hides a destination's ReadFrom, so that io.CopyBuffer uses the pooled buffer.
+type writerOnly struct{ io.Writer }
 
 type writerFunc func(p []byte) (int, error)
 
