@@ -58,9 +58,26 @@ func TestStageContinuesTheTrace(t *testing.T) {
 	go func() { done <- stage.Run(runCtx, cons, pipeline.Config{Name: "echo"}) }()
 
 	out := fetchOne(t, env, env.Names.ResultsStream())
-	var rm metricdata.ResourceMetrics // while the stage runs: its consumer's gauges go with it
-	if err := reader.Collect(t.Context(), &rm); err != nil {
-		t.Fatal(err)
+	// Read while the stage runs: its consumer's gauges go with it. The processing time is
+	// recorded when the handler returns, which can be just after its output is visible, so
+	// read until every metric is there (or long past when it should have been).
+	metricsWanted := []string{telemetry.MetricProcessDuration, telemetry.MetricQueueDepth, telemetry.MetricConsumerLag}
+	found := map[string]bool{}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(t.Context(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		found = map[string]bool{}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				found[m.Name] = true
+			}
+		}
+		if allFound(found, metricsWanted) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	stop()
 	if err := <-done; err != nil {
@@ -106,17 +123,20 @@ func TestStageContinuesTheTrace(t *testing.T) {
 		t.Errorf("output traceparent %q does not name the publish span %s", traceparent, send.SpanContext.SpanID())
 	}
 
-	found := map[string]bool{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			found[m.Name] = true
-		}
-	}
-	for _, name := range []string{telemetry.MetricProcessDuration, telemetry.MetricQueueDepth, telemetry.MetricConsumerLag} {
+	for _, name := range metricsWanted {
 		if !found[name] {
 			t.Errorf("metric %s not reported; have %v", name, found)
 		}
 	}
+}
+
+func allFound(found map[string]bool, names []string) bool {
+	for _, n := range names {
+		if !found[n] {
+			return false
+		}
+	}
+	return true
 }
 
 // TestStageWithoutTelemetry: off, a stage writes no trace header.
