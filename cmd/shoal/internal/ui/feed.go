@@ -188,45 +188,41 @@ func (f *feed) putRunRecord(key string, value []byte) {
 }
 
 func (f *feed) putLedger(key string, value []byte) {
-	f.leasesVer++
-	if value == nil {
-		delete(f.ledgers, key)
-		return
-	}
-	var l lease.Ledger
-	if err := json.Unmarshal(value, &l); err != nil {
-		f.log.Warn("undecodable lease ledger", "key", key, "err", err)
-		return
-	}
-	f.ledgers[key] = &l
+	putEntry(f, f.ledgers, key, value, "lease ledger", func(data []byte) (*lease.Ledger, error) {
+		var l lease.Ledger
+		return &l, json.Unmarshal(data, &l)
+	})
 }
 
 func (f *feed) putInventory(key string, value []byte) {
-	f.leasesVer++
-	if value == nil {
-		delete(f.inventory, key)
-		return
-	}
-	var inv gpu.Inventory
-	if err := json.Unmarshal(value, &inv); err != nil {
-		f.log.Warn("undecodable inventory", "key", key, "err", err)
-		return
-	}
-	f.inventory[key] = inv
+	putEntry(f, f.inventory, key, value, "inventory", func(data []byte) (gpu.Inventory, error) {
+		var inv gpu.Inventory
+		return inv, json.Unmarshal(data, &inv)
+	})
 }
 
 func (f *feed) putGenerator(key string, value []byte) {
+	putEntry(f, f.generators, key, value, "generator", func(data []byte) (protocol.Generator, error) {
+		var g protocol.Generator
+		return g, protocol.Decode(data, &g)
+	})
+}
+
+// putEntry applies one write of a lease-map bucket to m: nil (a delete or purge) removes the
+// key, anything else is decoded and stored; an undecodable value is logged and leaves m as it
+// was. Each write bumps the lease map's version.
+func putEntry[T any](f *feed, m map[string]T, key string, value []byte, what string, decode func([]byte) (T, error)) {
 	f.leasesVer++
 	if value == nil {
-		delete(f.generators, key)
+		delete(m, key)
 		return
 	}
-	var g protocol.Generator
-	if err := protocol.Decode(value, &g); err != nil {
-		f.log.Warn("undecodable generator", "key", key, "err", err)
+	v, err := decode(value)
+	if err != nil {
+		f.log.Warn("undecodable "+what, "key", key, "err", err)
 		return
 	}
-	f.generators[key] = g
+	m[key] = v
 }
 
 // expireLeases wakes the lease map once a second while any lease is held: an entry past its

@@ -6,10 +6,11 @@
 const SVG = "http://www.w3.org/2000/svg";
 const state = { runs: [], leases: [], run: null, es: null, route: null };
 
-function h(tag, attrs, ...kids) {
-  const el = document.createElement(tag);
+// fill sets attrs on el (on* as listeners; with skipEmpty, undefined, null and false leave an
+// attribute out) and appends kids, strings as text: what h and s share.
+function fill(el, attrs, kids, skipEmpty) {
   for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === undefined || v === null || v === false) continue;
+    if (skipEmpty && (v === undefined || v === null || v === false)) continue;
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v);
   }
@@ -20,17 +21,12 @@ function h(tag, attrs, ...kids) {
   return el;
 }
 
+function h(tag, attrs, ...kids) {
+  return fill(document.createElement(tag), attrs, kids, true);
+}
+
 function s(tag, attrs, ...kids) {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else el.setAttribute(k, v);
-  }
-  for (const k of kids.flat()) {
-    if (k === undefined || k === null) continue;
-    el.append(k instanceof Node ? k : document.createTextNode(String(k)));
-  }
-  return el;
+  return fill(document.createElementNS(SVG, tag), attrs, kids, false);
 }
 
 const fmt = (x) => (x === undefined || x === null || !isFinite(x)) ? "–" : Number(x).toPrecision(6).replace(/\.?0+$/, "").replace(/\.?0+e/, "e");
