@@ -112,7 +112,7 @@ func plotIndices(mean, sd []float64) []int {
 	for k := range n {
 		changed := k > 0 && (mean[k] != mean[k-1] || sd[k] != sd[k-1])
 		if k%stride == 0 || k == n-1 || changed {
-			if changed && k > 0 && (len(ks) == 0 || ks[len(ks)-1] != k-1) {
+			if changed && ks[len(ks)-1] != k-1 { // k = 0 is always drawn, so ks is not empty
 				ks = append(ks, k-1) // the level just before the step
 			}
 			ks = append(ks, k)

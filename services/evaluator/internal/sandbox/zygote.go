@@ -663,12 +663,10 @@ func copyPooled(dst io.Writer, src io.Reader) {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	// Hidden behind a plain Reader, the file's WriteTo (which would allocate its own buffer
-	// for a destination it cannot splice to) is not used; dst writes what it is given.
-	_, _ = io.CopyBuffer(writerOnly{dst}, struct{ io.Reader }{src}, *bp)
+	// for a destination it cannot splice to) is not used. The destinations here (captures,
+	// the report buffer) have no ReadFrom, so CopyBuffer reads through bp.
+	_, _ = io.CopyBuffer(dst, struct{ io.Reader }{src}, *bp)
 }
-
-// writerOnly hides a destination's ReadFrom, so that io.CopyBuffer uses the pooled buffer.
-type writerOnly struct{ io.Writer }
 
 type writerFunc func(p []byte) (int, error)
 
